@@ -1,0 +1,7 @@
+"""jaxmodels: Flax NNX re-implementations of Hyformer and friends. Imports jax/flax/numpy only."""
+
+from jaxmodels.generate import generate
+from jaxmodels.hyformer import Hyformer, HyformerConfig, ModelOutput, PredictionHead
+from jaxmodels.registry import from_pretrained
+
+__all__ = ["Hyformer", "HyformerConfig", "ModelOutput", "PredictionHead", "from_pretrained", "generate"]

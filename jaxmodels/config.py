@@ -1,0 +1,69 @@
+"""Frozen config dataclasses with a strict JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from jaxmodels.io import atomic_write_text
+
+# Keys written beside a config's fields that are metadata, not fields.
+_METADATA_KEYS = ("model_type", "jaxmodels_version")
+
+
+class ConfigMixin:
+    """JSON round trip for a frozen dataclass: unknown fields and missing required fields raise."""
+
+    model_type: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        atomic_write_text(Path(path), self.to_json_string())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> ConfigMixin:
+        data = dict(data)
+        model_type = data.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(f"{source}: model_type is {model_type!r}, expected {cls.model_type!r}")
+        for key in _METADATA_KEYS:
+            data.pop(key, None)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"{source}: unknown {cls.__name__} fields {unknown}; valid fields are {sorted(fields)}")
+        missing = sorted(name for name, f in fields.items() if name not in data
+                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if missing:
+            raise ValueError(f"{source}: missing required {cls.__name__} fields {missing}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> ConfigMixin:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> ConfigMixin:
+        """Reads a config JSON file, or `config.json` inside a directory."""
+        path = Path(path)
+        return cls.from_json(path / "config.json" if path.is_dir() else path)
+
+    def replace(self, **changes) -> ConfigMixin:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,110 @@
+"""Jitted autoregressive generation with a preallocated KV cache: greedy, temperature, top-k, top-p.
+
+Works for any decoder in this package whose call accepts `(input_ids, task="lm", attention_mask,
+kv_caches=...)` and that has `init_cache`. Batches are left-padded: pass attention_mask with zeros on the
+left; positions count real tokens only, so each row generates as it would alone.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def _filter_logits(logits: jax.Array, top_k: int | None, top_p: float | None) -> jax.Array:
+    """Masks logits [B, V] outside the top-k set and outside the smallest set with probability >= top_p."""
+    neg = jnp.finfo(logits.dtype).min
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # [B, 1]
+        logits = jnp.where(logits < kth, neg, logits)
+    if top_p is not None:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]  # descending
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each token
+        cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+        logits = jnp.where(logits < cutoff, neg, logits)
+    return logits
+
+
+def _next_token(logits, key, temperature, top_k, top_p):
+    """logits [B, V] -> token ids [B] int32."""
+    if temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = _filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_token_id",
+                                   "pad_token_id"))
+def _generate(graphdef, state, input_ids, attention_mask, key, *, max_new_tokens, temperature, top_k, top_p,
+              eos_token_id, pad_token_id):
+    model = nnx.merge(graphdef, state)
+    b, t = input_ids.shape
+    cache = model.init_cache(b, t + max_new_tokens)
+    out = model(input_ids, task="lm", attention_mask=attention_mask, kv_caches=cache)
+    tokens = jnp.full((b, t + max_new_tokens), pad_token_id, jnp.int32).at[:, :t].set(input_ids)
+
+    def cond(carry):
+        i, _, _, _, done, _ = carry
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(carry):
+        i, tokens, cache, logits, done, key = carry
+        key, sub = jax.random.split(key)
+        tok = _next_token(logits, sub, temperature, top_k, top_p)
+        tok = jnp.where(done, pad_token_id, tok)
+        tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, t + i))
+        if eos_token_id is not None:
+            done = done | (tok == eos_token_id)
+        out = model(tok[:, None], task="lm", attention_mask=jnp.ones((b, 1), jnp.int32), kv_caches=cache)
+        return i + 1, tokens, out.extras["kv_caches"], out.logits[:, -1], done, key
+
+    carry = (jnp.int32(0), tokens, out.extras["kv_caches"], out.logits[:, -1], jnp.zeros((b,), bool), key)
+    return jax.lax.while_loop(cond, body, carry)[1]
+
+
+def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, seed: int = 0, eos_token_id: int | None = None,
+             attention_mask=None, pad_token_id: int | None = None) -> jax.Array:
+    """Returns token ids [B, T + max_new_tokens]: the prompt followed by the new tokens.
+
+    temperature 0 is greedy; otherwise sampling from softmax(logits / temperature) restricted by top_k and
+    top_p, driven by `seed` (same seed, same tokens). Once a row emits eos_token_id, the rest of it is
+    pad_token_id (default: eos_token_id, else 0); the loop stops early when every row is done.
+    """
+    input_ids = jnp.asarray(input_ids, jnp.int32)
+    if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids must have shape [B, T] with T >= 1, got {tuple(input_ids.shape)}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    limit = model.spec.max_seq_len
+    if input_ids.shape[1] + max_new_tokens > limit:
+        raise ValueError(f"prompt length {input_ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the "
+                         f"model's max_seq_len {limit}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and not 1 <= top_k <= model.spec.vocab_size:
+        raise ValueError(f"top_k must lie in [1, {model.spec.vocab_size}], got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    lo, hi = int(np.min(input_ids)), int(np.max(input_ids))
+    if lo < 0 or hi >= model.spec.vocab_size:
+        raise ValueError(f"token ids must lie in [0, {model.spec.vocab_size}); got values from {lo} to {hi}")
+    if attention_mask is None:
+        attention_mask = jnp.ones_like(input_ids)
+    attention_mask = jnp.asarray(attention_mask, jnp.int32)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_ids.shape)}")
+    if not bool(jnp.all(attention_mask[:, -1] == 1)):
+        raise ValueError("generation needs left padding: the last prompt position of every row must be a real token")
+    if pad_token_id is None:
+        pad_token_id = eos_token_id if eos_token_id is not None else 0
+    graphdef, state = nnx.split(model)
+    return _generate(graphdef, state, input_ids, attention_mask, jax.random.key(seed),
+                     max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=top_k,
+                     top_p=None if top_p is None else float(top_p), eos_token_id=eos_token_id,
+                     pad_token_id=int(pad_token_id))

@@ -1,0 +1,1 @@
+"""jaxmodels/layers."""

@@ -1,0 +1,63 @@
+"""Grouped-query self-attention with RoPE, explicit masks and an optional KV cache."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxmodels.layers.cache import LayerCache, write_layer
+from jaxmodels.layers.dropout import dropout
+from jaxmodels.layers.linear import Linear, fused_linear
+from jaxmodels.layers.rope import apply_rope
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout_rate: float = 0.0,
+           key: jax.Array | None = None) -> jax.Array:
+    """Softmax attention in float32.
+
+    q [B, T, N, H]; k, v [B, S, K, H] with N a multiple of K; mask [B, T, S] bool (True = attend).
+    Returns [B, T, N, H]. A row with nothing to attend to (a padding query) averages uniformly
+    instead of producing NaN.
+    """
+    b, t, n, h = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, n // kv_heads, h)  # [B, T, K, G, H]
+    scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
+    scores = scores * (h ** -0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
+    probs = dropout(jax.nn.softmax(scores, axis=-1), dropout_rate, key).astype(v.dtype)
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(b, t, n, h)
+
+
+class Attention(nnx.Module):
+    """q/k/v/o projections (kernels [D, N, H], [D, K, H], [D, K, H], [N, H, D]) around `attend`."""
+
+    def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int, *, qkv_bias: bool = False,
+                 o_bias: bool = False, rope_interleaved: bool, attn_dropout: float = 0.0, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
+        kw = dict(param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = Linear(d_model, (n_heads, head_dim), use_bias=qkv_bias, **kw)
+        self.k_proj = Linear(d_model, (n_kv_heads, head_dim), use_bias=qkv_bias, **kw)
+        self.v_proj = Linear(d_model, (n_kv_heads, head_dim), use_bias=qkv_bias, **kw)
+        self.o_proj = Linear((n_heads, head_dim), d_model, use_bias=o_bias, **kw)
+        self.rope_interleaved = rope_interleaved
+        self.attn_dropout = attn_dropout
+
+    def __call__(self, x: jax.Array, positions: jax.Array, mask: jax.Array, inv_freq: jax.Array,
+                 cache: LayerCache | None = None, cache_index: jax.Array | None = None,
+                 dropout_key: jax.Array | None = None) -> tuple[jax.Array, LayerCache | None]:
+        """x [B, T, D], positions [B, T], mask [B, T, S] -> ([B, T, D], updated cache).
+
+        Without a cache S = T; with one, k/v are written at cache_index and S is the cache length.
+        """
+        q, k, v = fused_linear(x, [self.q_proj, self.k_proj, self.v_proj])
+        q = apply_rope(q, positions, inv_freq, interleaved=self.rope_interleaved)
+        k = apply_rope(k, positions, inv_freq, interleaved=self.rope_interleaved)
+        if cache is not None:
+            cache = write_layer(cache, cache_index, k, v)
+            k, v = cache.k, cache.v
+        return self.o_proj(attend(q, k, v, mask, self.attn_dropout, dropout_key)), cache
