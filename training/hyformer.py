@@ -1,0 +1,268 @@
+"""Train a Hyformer: `python -m training.hyformer --help`.
+
+Default corpus: the Python standard library's own source files, byte-level tokens (no download).
+Writes to --out: run.json, orbax checkpoints (params, optimizer state, step; the data position and the
+dropout keys follow from the step), metrics.jsonl and the final model (`model/`, loadable with
+`jaxmodels.from_pretrained`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import signal
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxmodels import Hyformer, HyformerConfig, generate
+from training import sharding
+from training.data import Batches, TokenStream, load_documents
+from training.masking import mask_tokens
+from training.metrics import MetricsLog, is_finite, progress
+from training.optim import make_optimizer, make_schedule
+from training.rundir import RunDir, RunDirError
+from training.step import make_eval_step, make_train_step
+from training.tokenizer import load_tokenizer
+
+DEMO = dict(preset="small", steps=600, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=60, eval_every=100,
+            save_every=200)
+SAMPLE_PROMPTS = ("def ", "import ", "class ")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.hyformer", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", nargs="+", metavar="PATH", help="local text files or globs (default: the stdlib sources)")
+    d.add_argument("--dataset", help="a Hugging Face hub dataset name (needs network access)")
+    d.add_argument("--dataset-config", help="the hub dataset's configuration name")
+    d.add_argument("--text-field", default="text", help="the dataset column holding text")
+    d.add_argument("--tokenizer", metavar="DIR", help="a directory with tokenizer.json (default: byte-level)")
+    m = p.add_argument_group("model")
+    m.add_argument("--task", default="lm", help="lm (causal) or mlm (bidirectional, 15%% masking)")
+    m.add_argument("--preset", default="small", help="tiny | small | base")
+    m.add_argument("--config", metavar="JSON", help="a HyformerConfig JSON file (instead of --preset)")
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="compute dtype; bfloat16 keeps float32 master weights")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--steps", type=int, default=1000)
+    o.add_argument("--batch-size", type=int, default=16)
+    o.add_argument("--seq-len", type=int, default=128)
+    o.add_argument("--lr", type=float, default=1e-3)
+    o.add_argument("--warmup-steps", type=int, default=100)
+    o.add_argument("--min-lr-ratio", type=float, default=0.1)
+    o.add_argument("--weight-decay", type=float, default=0.1)
+    o.add_argument("--grad-clip", type=float, default=1.0)
+    o.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="the run directory")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    r.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
+    r.add_argument("--eval-every", type=int, default=200)
+    r.add_argument("--eval-batches", type=int, default=8)
+    r.add_argument("--save-every", type=int, default=500)
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--metrics-path", help="JSONL metrics file (default: OUT/metrics.jsonl)")
+    r.add_argument("--mesh", help="data parallel + FSDP, e.g. data=2,fsdp=2 (default: one device)")
+    r.add_argument("--sample-tokens", type=int, default=0, help="after training, sample this many tokens per prompt")
+    r.add_argument("--demo", action="store_true", help="the `make demo` run: small model, a few minutes, samples")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    if argv is not None and "--demo" in argv or argv is None and "--demo" in sys.argv:
+        parser.set_defaults(**DEMO, sample_tokens=200)
+    args = parser.parse_args(argv)
+    if args.task not in ("lm", "mlm"):
+        parser.error(f"--task {args.task!r}: training supports 'lm' and 'mlm'")
+    for name in ("steps", "batch_size", "seq_len", "eval_batches", "log_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    return args
+
+
+def make_config(args, vocab_size: int) -> HyformerConfig:
+    config = HyformerConfig.from_json(args.config) if args.config else HyformerConfig.preset(args.preset)
+    if args.config and config.vocab_size < vocab_size:
+        raise ValueError(f"{args.config}: vocab_size {config.vocab_size} is smaller than the tokenizer's {vocab_size}")
+    config = config if args.config else config.replace(vocab_size=vocab_size)
+    if args.seq_len > config.max_seq_len:
+        config = config.replace(max_seq_len=args.seq_len) if not args.config else config
+        if args.seq_len > config.max_seq_len:
+            raise ValueError(f"--seq-len {args.seq_len} exceeds max_seq_len {config.max_seq_len} of {args.config}")
+    return config
+
+
+def run_identity(args, config: HyformerConfig, tokenizer) -> dict:
+    data = args.dataset or sorted(args.data or ["<python stdlib>"])
+    return {"config": dataclasses.asdict(config), "task": args.task, "steps": args.steps,
+            "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr, "warmup_steps": args.warmup_steps,
+            "min_lr_ratio": args.min_lr_ratio, "weight_decay": args.weight_decay, "grad_clip": args.grad_clip,
+            "seed": args.seed, "dtype": args.dtype, "tokenizer": tokenizer.name,
+            "data": hashlib.sha256(repr((data, args.dataset_config, args.text_field)).encode()).hexdigest()[:16]}
+
+
+def loss_fn(model: Hyformer, ids, key, *, task: str, mask_id: int, vocab_size: int):
+    """ids [B, T] -> (loss, {}); for mlm the masking and dropout keys derive from `key`."""
+    k_mask, k_drop = jax.random.split(key)
+    if task == "mlm":
+        inputs, labels = mask_tokens(ids, k_mask, mask_id=mask_id, vocab_size=vocab_size)
+        return model(inputs, "mlm", labels=labels, dropout_key=k_drop).loss, {}
+    return model(ids, "lm", labels=ids, dropout_key=k_drop).loss, {}
+
+
+def eval_loss_fn(model, ids, key, **kw):
+    """As loss_fn, without dropout."""
+    if kw["task"] == "mlm":
+        inputs, labels = mask_tokens(ids, key, mask_id=kw["mask_id"], vocab_size=kw["vocab_size"])
+        return model(inputs, "mlm", labels=labels).loss, {}
+    return model(ids, "lm", labels=ids).loss, {}
+
+
+def train(args) -> dict:
+    tokenizer = load_tokenizer(args.tokenizer)
+    if args.task == "mlm" and tokenizer.mask_id is None:
+        raise ValueError(f"--task mlm needs a mask token; tokenizer {tokenizer.name} has none")
+    config = make_config(args, tokenizer.vocab_size)
+    mesh_sizes = sharding.parse_mesh(args.mesh)
+    mesh = sharding.make_mesh(mesh_sizes) if mesh_sizes else None
+    if mesh is not None and args.batch_size % (mesh_sizes["data"] * mesh_sizes["fsdp"]):
+        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the mesh size {mesh_sizes}")
+    run = RunDir(args.out, run_identity(args, config, tokenizer), resume=args.resume, force=args.force)
+
+    stream = TokenStream(load_documents(args.data, args.dataset, args.dataset_config, text_field=args.text_field),
+                         tokenizer)
+    train_batches = Batches(stream.train, args.batch_size, args.seq_len, args.seed, name="train")
+    eval_batches = Batches(stream.eval, args.batch_size, args.seq_len, args.seed, shuffle=False, name="eval")
+
+    model = Hyformer(config, rngs=nnx.Rngs(args.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    schedule = make_schedule(args.lr, args.steps, args.warmup_steps, args.min_lr_ratio)
+    tx = make_optimizer(schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
+    if mesh is not None:
+        params = sharding.shard_tree(params, mesh)
+    opt_state = jax.jit(tx.init)(params)
+    out_shardings = None
+    if mesh is not None:
+        shard_of = partial(jax.tree.map, lambda x: x.sharding)
+        out_shardings = (shard_of(params), shard_of(opt_state), None)
+
+    start = 0
+    if args.resume:
+        start, restored, meta = run.restore({"params": nnx.to_pure_dict(params), "opt_state": opt_state})
+        nnx.replace_by_pure_dict(params, restored["params"])
+        opt_state = restored["opt_state"]
+        print(f"resumed {args.out} at step {start}", file=sys.stderr)
+    log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
+
+    compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
+    kw = dict(task=args.task, mask_id=tokenizer.mask_id if tokenizer.mask_id is not None else 0,
+              vocab_size=tokenizer.vocab_size)
+    train_step = make_train_step(graphdef, tx, partial(loss_fn, **kw), compute_dtype=compute_dtype,
+                                 out_shardings=out_shardings)
+    eval_step = make_eval_step(graphdef, partial(eval_loss_fn, **kw), compute_dtype=compute_dtype)
+    base_key = jax.random.key(args.seed)
+    eval_key = jax.random.fold_in(jax.random.key(args.seed), 2**31 - 1)
+    put = (lambda x: jax.device_put(x, sharding.batch_sharding(mesh))) if mesh is not None else jnp.asarray
+
+    def evaluate(step):
+        n = min(args.eval_batches, eval_batches.per_epoch)
+        losses = [float(eval_step(params, put(eval_batches.batch(i)), jax.random.fold_in(eval_key, i)))
+                  for i in range(n)]
+        loss = float(np.mean(losses))
+        log.write({"step": step, "split": "eval", "loss": loss, "lr": float(schedule(step)), "tokens_per_s": None})
+        return loss
+
+    def save(step):
+        run.save(step, {"params": nnx.to_pure_dict(params), "opt_state": opt_state},
+                 {"step": step, "data_position": step * args.batch_size, "seed": args.seed})
+
+    history = {"train": [], "eval": []}
+    bar = progress(args.steps, start, "hyformer")
+    t_last, tokens_since = time.perf_counter(), 0
+    last_saved = start if args.resume else None
+    interrupted = []
+    # Ctrl-C finishes the step in flight (its input state is donated), saves, and exits; a second one aborts.
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)
+                                     if interrupted else interrupted.append(True))
+    try:
+        for step in range(start, args.steps):
+            params, opt_state, metrics = train_step(params, opt_state, put(train_batches.batch(step)),
+                                                    jax.random.fold_in(base_key, step))
+            loss = float(metrics["loss"])
+            if not is_finite(loss):
+                where = f"step {last_saved} in {run.out / 'checkpoints'}" if last_saved is not None else "none yet"
+                raise TrainingError(f"the training loss became {loss} at step {step + 1}; stopped. "
+                                    f"Last good checkpoint: {where}. Lower --lr or check the data.")
+            done = step + 1
+            tokens_since += args.batch_size * args.seq_len
+            history["train"].append((done, loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if done % args.log_every == 0 or done == args.steps:
+                now = time.perf_counter()
+                log.write({"step": done, "split": "train", "loss": loss, "lr": float(schedule(step)),
+                           "tokens_per_s": tokens_since / (now - t_last), "grad_norm": float(metrics["grad_norm"])})
+                t_last, tokens_since = now, 0
+            if args.eval_every and (done % args.eval_every == 0 or done == args.steps):
+                history["eval"].append((done, evaluate(done)))
+                bar.write(f"step {done}: train loss {loss:.4f}  eval loss {history['eval'][-1][1]:.4f}")
+            if args.save_every and done % args.save_every == 0 or interrupted:
+                save(done)
+                last_saved = done
+            if interrupted:
+                bar.close()
+                print(f"\ninterrupted: saved step {done} to {run.out / 'checkpoints'}; continue with --resume",
+                      file=sys.stderr)
+                raise SystemExit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    bar.close()
+    if run.latest_step() != args.steps:
+        save(args.steps)
+    log.close()
+    final = nnx.merge(graphdef, params)
+    final.save_pretrained(run.model_dir)
+    print(f"saved the model to {run.model_dir} (jaxmodels.from_pretrained)", file=sys.stderr)
+    if args.sample_tokens:
+        sample(final, tokenizer, args.sample_tokens, args.seed)
+    run.close()
+    return history
+
+
+def sample(model: Hyformer, tokenizer, n_tokens: int, seed: int) -> None:
+    for prompt in SAMPLE_PROMPTS:
+        ids = tokenizer.encode(prompt)[None, :]
+        n = min(n_tokens, model.config.max_seq_len - ids.shape[1])
+        out = generate(model, ids, n, temperature=0.8, top_k=40, seed=seed, eos_token_id=tokenizer.eos_id)
+        text = tokenizer.decode(np.asarray(out[0]))
+        print(f"--- sample ({prompt!r}, temperature 0.8, top-k 40)\n{text}\n")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        history = train(args)
+    except (RunDirError, TrainingError, ValueError, FileNotFoundError, IsADirectoryError) as e:
+        sys.exit(f"error: {e}")
+    if args.demo and history["eval"]:
+        first, last = history["eval"][0], history["eval"][-1]
+        print(f"demo: eval loss {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]}); "
+              f"model in {Path(args.out) / 'model'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""JSONL metrics (one object per line) and a progress bar that is quiet when not on a terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from jaxmodels.io import atomic_write_text
+
+
+class MetricsLog:
+    """Appends one JSON object per line; on resume, drops lines past the restored step first."""
+
+    def __init__(self, path: str | Path, *, resume_step: int | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.is_file():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+        self._f = self.path.open("a")
+
+    def write(self, record: dict[str, Any]) -> None:
+        clean = {k: (float(v) if hasattr(v, "dtype") or isinstance(v, float) else v) for k, v in record.items()}
+        self._f.write(json.dumps(clean, allow_nan=True) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def progress(total: int, initial: int, desc: str) -> tqdm:
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not sys.stderr.isatty())
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)

@@ -1,0 +1,85 @@
+"""A training run's directory: run.json (what the run is), orbax checkpoints, metrics, the final model.
+
+The directory is never silently reused: another run there needs --resume (same identity) or --force.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from jaxmodels.io import atomic_write_text
+
+
+class RunDirError(ValueError):
+    """The output directory cannot be used as asked (it holds another run, or none to resume)."""
+
+
+class RunDir:
+    """`out/run.json`, `out/checkpoints/<step>/` (orbax: state + JSON meta), `out/metrics.jsonl`, `out/model/`."""
+
+    def __init__(self, out: str | Path, identity: dict[str, Any], *, resume: bool, force: bool, keep: int = 3):
+        self.out = Path(out)
+        run_json = self.out / "run.json"
+        if force and resume:
+            raise RunDirError("--force and --resume contradict each other: --force starts over, --resume continues")
+        if run_json.is_file():
+            previous = json.loads(run_json.read_text())
+            if force:
+                shutil.rmtree(self.out)
+            elif not resume:
+                raise RunDirError(f"{self.out} holds another run ({previous.get('identity', {})}); pass --resume to "
+                                  f"continue it, --force to delete it and start over, or choose another --out")
+            else:
+                diff = {k: (previous["identity"].get(k), v) for k, v in identity.items()
+                        if previous["identity"].get(k) != v}
+                if diff:
+                    details = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+                    raise RunDirError(f"--resume: {self.out} holds a run with another configuration ({details})")
+        elif resume:
+            raise RunDirError(f"--resume: {self.out} holds no run to resume (no run.json)")
+        elif self.out.exists() and any(self.out.iterdir()):
+            if not force:
+                raise RunDirError(f"{self.out} exists, is not empty and is not a run directory; choose another --out "
+                                  f"or pass --force to replace it")
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_json, json.dumps({"identity": identity}, indent=2, sort_keys=True) + "\n")
+        self.manager = ocp.CheckpointManager(
+            (self.out / "checkpoints").absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "model"
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Saves the pytree `state` (e.g. params and optimizer state) and JSON `meta` as checkpoint `step`."""
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                        meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, like: Any) -> tuple[int, Any, dict[str, Any]]:
+        """Restores the latest checkpoint into the structure, dtypes and shardings of `like`."""
+        step = self.latest_step()
+        if step is None:
+            raise RunDirError(f"--resume: {self.out} has no checkpoint yet")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                      meta=ocp.args.JsonRestore()))
+        return step, restored["state"], restored["meta"]
+
+    def close(self) -> None:
+        self.manager.close()
