@@ -1,0 +1,91 @@
+"""jaxmodels.generate: greedy equals an argmax loop, left padding, EOS, sampling determinism, errors."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmodels import Hyformer, HyformerConfig, generate
+
+CFG = HyformerConfig.tiny(max_seq_len=37)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return Hyformer.from_config(CFG, seed=4)
+
+
+def argmax_loop(model, ids, n):
+    ids = np.asarray(ids)
+    for _ in range(n):
+        logits = np.asarray(model(jnp.asarray(ids), "lm").logits)[:, -1]
+        ids = np.concatenate([ids, logits.argmax(-1)[:, None]], axis=1)
+    return ids
+
+
+def test_greedy_matches_full_forward_argmax(model):
+    prompt = np.random.RandomState(0).randint(0, 17, (2, 5))
+    out = np.asarray(generate(model, prompt, 9))
+    assert out.shape == (2, 14)
+    np.testing.assert_array_equal(out, argmax_loop(model, prompt, 9))
+
+
+def test_left_padded_batch_equals_each_row_alone(model):
+    rng = np.random.RandomState(1)
+    a, b = rng.randint(0, 17, (1, 7)), rng.randint(0, 17, (1, 4))
+    batch = np.concatenate([a, np.concatenate([np.zeros((1, 3), int), b], 1)])
+    mask = np.ones_like(batch)
+    mask[1, :3] = 0
+    out = np.asarray(generate(model, batch, 8, attention_mask=mask))
+    np.testing.assert_array_equal(out[0], np.asarray(generate(model, a, 8))[0])
+    np.testing.assert_array_equal(out[1, 3:], np.asarray(generate(model, b, 8))[0])
+
+
+def test_eos_stops_and_pads(model):
+    prompt = np.random.RandomState(0).randint(0, 17, (2, 5))
+    free = np.asarray(generate(model, prompt, 9))
+    eos = int(free[0, 7])  # the third generated token of row 0
+    out = np.asarray(generate(model, prompt, 9, eos_token_id=eos, pad_token_id=16))
+    first = 5 + list(free[0, 5:]).index(eos)
+    np.testing.assert_array_equal(out[0, :first + 1], free[0, :first + 1])
+    assert np.all(out[0, first + 1:] == 16)
+
+
+def test_sampling_is_seeded(model):
+    prompt = np.zeros((3, 2), int)
+    a = np.asarray(generate(model, prompt, 12, temperature=1.3, seed=5))
+    b = np.asarray(generate(model, prompt, 12, temperature=1.3, seed=5))
+    c = np.asarray(generate(model, prompt, 12, temperature=1.3, seed=6))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    greedy = np.asarray(generate(model, prompt, 12))
+    np.testing.assert_array_equal(np.asarray(generate(model, prompt, 12, temperature=1.0, top_k=1, seed=9)), greedy)
+    tiny_p = np.asarray(generate(model, prompt, 12, temperature=1.0, top_p=1e-6, seed=9))
+    np.testing.assert_array_equal(tiny_p, greedy)
+
+
+def test_top_k_restricts_the_support(model):
+    """With top_k=2, every sampled token is one of the two most likely under the model."""
+    prompt = np.random.RandomState(2).randint(0, 17, (4, 3))
+    out = np.asarray(generate(model, prompt, 6, temperature=5.0, top_k=2, seed=1))
+    for t in range(3, 9):
+        logits = np.asarray(model(jnp.asarray(out[:, :t]), "lm").logits)[:, -1]
+        top2 = np.argsort(-logits, axis=-1)[:, :2]
+        assert all(out[r, t] in top2[r] for r in range(4))
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(max_new_tokens=40), "prompt length 3 \\+ max_new_tokens 40 exceeds the model's max_seq_len 37"),
+    (dict(max_new_tokens=0), "max_new_tokens must be >= 1"),
+    (dict(max_new_tokens=2, top_k=0, temperature=1.0), r"top_k must lie in \[1, 17\]"),
+    (dict(max_new_tokens=2, top_p=1.5, temperature=1.0), r"top_p must lie in \(0, 1\]"),
+    (dict(max_new_tokens=2, temperature=-1.0), "temperature must be >= 0"),
+    (dict(max_new_tokens=2, attention_mask=np.array([[1, 1, 0]])), "generation needs left padding"),
+])
+def test_generate_errors(model, kw, message):
+    with pytest.raises(ValueError, match=message):
+        generate(model, np.array([[1, 2, 3]]), **kw)
+
+
+def test_generate_rejects_out_of_vocab(model):
+    with pytest.raises(ValueError, match=r"token ids must lie in \[0, 17\)"):
+        generate(model, np.array([[1, 20]]), 2)
