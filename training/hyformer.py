@@ -157,6 +157,7 @@ def train(args) -> dict:
     opt_state = jax.jit(tx.init)(params)
     out_shardings = None
     if mesh is not None:
+        opt_state = sharding.shard_tree(opt_state, mesh)
         shard_of = partial(jax.tree.map, lambda x: x.sharding)
         out_shardings = (shard_of(params), shard_of(opt_state), None)
 
