@@ -1,0 +1,248 @@
+"""The field's math as pure jitted functions over a FieldState (originals.md sections 5.3 and 5.4).
+
+Letters: B batch, T samples in a sequential chunk, D input width, M hypertensors, O output width, K top-k
+(slots), J = 3 controls.
+
+Selection (`select`), per sample with signed distances d [M]:
+1. candidates: the min(k * candidate_multiplier, M) anchors a_i = -delta_i n_i nearest to x in L2. With unit
+   normals ||x - a_i||^2 = ||x||^2 + 2 delta_i d_i - delta_i^2, so the ranking comes from d for free (exact,
+   where the original used HNSW or a float16 scan);
+2. local = |d| <= locality_radius; the pool is the local candidates when there are at least k of them, else
+   every local tensor (the original's full scan), else every tensor (its fallback list);
+3. active = the min(k, M) pool members of smallest |d|, sorted by |d|; `valid` marks filled slots.
+
+Update (`train_sequential`, `train_batched`), with e = dL/dyhat, locality weights lam, interpolation weights w,
+dw = dw/dd: C_i -= eta lam_i e w_i^T; for d strictly inside the band, c_i = e . (C_i dw_i) (pre-update C),
+n_i <- normalize(n_i - eta_g lam_i c_i x), delta_i -= eta_g lam_i c_i. Then usage statistics, the error queue and
+relocation of the least-used tensor. The prediction returned is the one before the update.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxmodels.htfr.config import HTFRConfig
+from jaxmodels.htfr.hypertensor import interpolation_weights
+from jaxmodels.htfr.state import FieldState
+
+_F32 = jnp.float32
+
+
+def locality_weights(absd, taus, valid, mode: str, epsilon: float):
+    """absd, taus, valid of shape [..., K] -> weights [..., K] summing to 1 over valid slots."""
+    if mode == "softmax":
+        z = jnp.where(valid, -absd / (taus + 1e-12), -jnp.inf)
+        z = z - jnp.max(z, axis=-1, keepdims=True)
+        e = jnp.where(valid, jnp.exp(z), 0.0)
+    else:
+        e = jnp.where(valid, 1.0 / (absd + epsilon), 0.0)
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def select(d, deltas, k: int, cfg: HTFRConfig):
+    """d [M], deltas [M] -> (idx [K] int32, valid [K] bool), K = min(k, M), sorted by |d|."""
+    m = d.shape[0]
+    n_cand = min(k * cfg.candidate_multiplier, m)
+    _, cand = jax.lax.top_k(-(2.0 * deltas * d - deltas * deltas), n_cand)
+    is_cand = jnp.zeros(m, bool).at[cand].set(True)
+    absd = jnp.abs(d)
+    local = absd <= cfg.radius
+    n_local_cand = jnp.sum(is_cand & local)
+    pool = jnp.where(n_local_cand >= k, is_cand & local, jnp.where(jnp.any(local), local, True))
+    vals, idx = jax.lax.top_k(jnp.where(pool, -absd, -jnp.inf), min(k, m))
+    return idx.astype(jnp.int32), vals > -jnp.inf
+
+
+def _active_light(state: FieldState, d, k: int, cfg: HTFRConfig):
+    """The active set of one sample: idx, valid [K], |d| [K], lam [K], w [K, 3], dw [K, 3]."""
+    idx, valid = select(d, state.deltas, k, cfg)
+    dsel = d[idx]
+    w, dw, _ = interpolation_weights(state.interp[idx], dsel, state.dneg[idx], state.dpos[idx],
+                                     state.ref_radius[idx])
+    absd = jnp.abs(dsel)
+    lam = locality_weights(absd, state.taus[idx], valid, cfg.weight_mode, cfg.epsilon)
+    return idx, valid, absd, lam, w, dw
+
+
+def _active(state: FieldState, d, k: int, cfg: HTFRConfig):
+    """_active_light plus the gathered controls C [K, 3, O]."""
+    idx, valid, absd, lam, w, dw = _active_light(state, d, k, cfg)
+    return idx, valid, absd, lam, w, dw, state.controls[idx].astype(_F32)
+
+
+def loss_and_error(yhat, y, loss: str):
+    """yhat [O]; y [O] (mse or probabilities) or an int label [] -> (loss [], e = dL/dyhat [O])."""
+    if loss == "mse":
+        e = yhat - y
+        return jnp.mean(e * e), e
+    logp = jax.nn.log_softmax(yhat)
+    if jnp.ndim(y) == 0:
+        target = jax.nn.one_hot(y, yhat.shape[0], dtype=_F32)
+        return -logp[y], jnp.exp(logp) - target
+    return -jnp.sum(y * logp), jnp.exp(logp) - y
+
+
+@functools.partial(jax.jit, static_argnames=("k", "cfg"))
+def predict(state: FieldState, x, *, k: int, cfg: HTFRConfig):
+    """x [B, D] -> predictions [B, O] (pure: the state is not touched)."""
+    d = x.astype(_F32) @ state.normals.astype(_F32).T + state.deltas  # [B, M]
+
+    def one(di):
+        idx, valid, _, lam, w, _, ck = _active(state, di, k, cfg)
+        return jnp.einsum("KJO,KJ->O", ck, lam[:, None] * w)
+
+    return jax.vmap(one)(d)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "cfg", "loss"))
+def evaluate(state: FieldState, x, y, *, k: int, cfg: HTFRConfig, loss: str):
+    """x [B, D], targets y -> (predictions [B, O], losses [B]) without any update."""
+    yhat = predict(state, x, k=k, cfg=cfg)
+    losses, _ = jax.vmap(lambda a, b: loss_and_error(a, b, loss))(yhat, y)
+    return yhat, losses
+
+
+def relocation_draw(key, r, d: int, o: int):
+    """The random part of relocation number r: (unit normal [D], span [], jittered controls [3, O])."""
+    k1, k2, k3 = jax.random.split(jax.random.fold_in(key, r), 3)
+    n = jax.random.normal(k1, (d,), _F32)
+    n = n / jnp.linalg.norm(n)
+    span = jax.random.uniform(k2, (), _F32, 0.05, 0.5)
+    return n, span, 1e-3 * jax.random.normal(k3, (3, o), _F32)
+
+
+def _bookkeep(state: FieldState, idx, valid, absd, loss, x, cfg: HTFRConfig):
+    """Usage statistics, error queue and relocation after one training sample; returns (state, do, idle, n)."""
+    dec = cfg.usage_decay
+    dt = state.usage.dtype
+    u, a, tr = state.usage[idx], state.avg_dist[idx], state.loss_trace[idx]
+    state = state.replace(
+        usage=state.usage.at[idx].set(jnp.where(valid, dec * u + 1.0, u).astype(dt)),
+        avg_dist=state.avg_dist.at[idx].set(jnp.where(valid, dec * a + (1 - dec) * absd, a).astype(dt)),
+        loss_trace=state.loss_trace.at[idx].set(jnp.where(valid, dec * tr + (1 - dec) * loss, tr).astype(dt)))
+
+    push = loss >= cfg.error_threshold
+    slot = jnp.argmin(state.queue_stamp)  # an empty slot (-1) first, else the oldest entry (deque maxlen)
+    state = state.replace(
+        queue_x=jnp.where(push, state.queue_x.at[slot].set(x.astype(state.queue_x.dtype)), state.queue_x),
+        queue_loss=jnp.where(push, state.queue_loss.at[slot].set(loss), state.queue_loss),
+        queue_stamp=jnp.where(push, state.queue_stamp.at[slot].set(state.pushes), state.queue_stamp),
+        pushes=state.pushes + push.astype(jnp.int32))
+
+    do = jnp.sum(state.queue_stamp >= 0) >= cfg.relocation_interval
+    idle = jnp.argmin(state.usage)
+    filled = state.queue_stamp >= 0
+    best = jnp.max(jnp.where(filled, state.queue_loss, -jnp.inf))
+    ties = filled & (state.queue_loss == best)
+    pop = jnp.argmin(jnp.where(ties, state.queue_stamp, jnp.iinfo(jnp.int32).max))  # max loss, oldest on ties
+    n, span, cj = relocation_draw(state.key, state.relocations, state.input_dim, state.output_dim)
+
+    def relocate(s: FieldState) -> FieldState:
+        dt = s.normals.dtype
+        sample = s.queue_x[pop].astype(_F32)
+        return s.replace(
+            normals=s.normals.at[idle].set(n.astype(dt)), deltas=s.deltas.at[idle].set(-(n @ sample)),
+            dneg=s.dneg.at[idle].set(-span), dpos=s.dpos.at[idle].set(span),
+            controls=s.controls.at[idle].set(cj.astype(s.controls.dtype)),
+            usage=s.usage.at[idle].set(1.0), avg_dist=s.avg_dist.at[idle].set(0.0),
+            loss_trace=s.loss_trace.at[idle].set(0.0), queue_stamp=s.queue_stamp.at[pop].set(-1),
+            relocations=s.relocations + 1)
+
+    state = jax.lax.cond(do, relocate, lambda s: s, state)
+    return state, do, idle, n
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "loss"), donate_argnums=(0,))
+def train_sequential(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: str):
+    """Exact per-sample online updates, in order, for one chunk: x [T, D], targets y [T, ...], mask [T] bool
+    (False = padding, a no-op) -> (state, predictions before each update [T, O], losses [T]).
+
+    The normals are kept as n_i = alpha_i (N0_i - sum_s beta_{s,i} x_s) during the chunk, so distances cost
+    alpha * (G0[t] - Gram[:, t] . beta) with G0 = X N0^T and Gram = X X^T computed once as matmuls; the new
+    normals are materialised once at the end of the chunk. This is algebraically the per-sample rule.
+    """
+    x = x.astype(_F32)
+    t_len = x.shape[0]
+    k = cfg.train_top_k
+    g0 = x @ state.normals.astype(_F32).T  # [T, M]
+    gram = x @ x.T  # [T, T]
+    m = state.size
+    alpha = jnp.ones(m, _F32)
+    beta = jnp.zeros((t_len, m), _F32)
+
+    def step(carry, inp):
+        state, g0, alpha, beta = carry
+        t, xt, yt, live = inp
+        proj = alpha * (g0[t] - gram[:, t] @ beta)  # [M], n_i . x_t
+        d = proj + state.deltas
+        idx, valid, absd, lam, w, dw, ck = _active(state, d, k, cfg)
+        yhat = jnp.einsum("KJO,KJ->O", ck, lam[:, None] * w)
+        l, e = loss_and_error(yhat, yt, loss)
+
+        def update(args):
+            state, g0, alpha, beta = args
+            dc = -cfg.eta * (lam[:, None] * w)[:, :, None] * e[None, None, :]  # [K, 3, O]
+            controls = state.controls.at[idx].add(jnp.where(valid[:, None, None], dc, 0.0).astype(
+                state.controls.dtype))
+            c = jnp.sum(jnp.einsum("KJO,O->KJ", ck, e) * dw, axis=-1)  # e . (C_i dw_i), [K]
+            moves = valid & jnp.any(dw != 0, axis=-1)
+            coef = jnp.where(moves, cfg.eta_g * lam * c, 0.0)  # [K]
+            p = proj[idx]
+            r = jnp.sqrt(jnp.maximum(1.0 - 2.0 * coef * p + coef * coef * gram[t, t], 1e-30))
+            a_old = alpha[idx]
+            alpha = alpha.at[idx].set(jnp.where(moves, a_old / r, a_old))
+            beta = beta.at[t, idx].set(jnp.where(moves, coef / a_old, 0.0))
+            deltas = state.deltas.at[idx].add(-coef)
+            state = state.replace(controls=controls, deltas=deltas)
+            state, do, idle, n = _bookkeep(state, idx, valid, absd, l, xt, cfg)
+            g0 = jnp.where(do, g0.at[:, idle].set(x @ n), g0)
+            alpha = jnp.where(do, alpha.at[idle].set(1.0), alpha)
+            beta = jnp.where(do, beta.at[:, idle].set(0.0), beta)
+            return state, g0, alpha, beta
+
+        carry = jax.lax.cond(live, update, lambda a: a, (state, g0, alpha, beta))
+        return carry, (yhat, l)
+
+    (state, _, alpha, beta), (yhat, losses) = jax.lax.scan(
+        step, (state, g0, alpha, beta), (jnp.arange(t_len), x, y, mask))
+    normals = alpha[:, None] * (state.normals.astype(_F32) - beta.T @ x)  # [M, D]
+    return state.replace(normals=normals.astype(state.normals.dtype)), yhat, losses
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "loss"), donate_argnums=(0,))
+def train_batched(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: str):
+    """One mini-batch step: every sample of x [B, D] is predicted from the same state, the B per-sample updates
+    are summed and applied at once, then the bookkeeping runs sample by sample. Returns (state, [B, O], [B])."""
+    x = x.astype(_F32)
+    b, m = x.shape[0], state.size
+    k = cfg.train_top_k
+    d = x @ state.normals.astype(_F32).T + state.deltas  # [B, M]
+    idx, valid, absd, lam, w, dw = jax.vmap(lambda di: _active_light(state, di, k, cfg))(d)
+    valid = valid & mask[:, None]
+    rows = jnp.arange(b)[:, None]
+    v = jnp.zeros((b, m, 3), _F32).at[rows, idx].add(jnp.where(valid[..., None], lam[..., None] * w, 0.0))
+    controls = state.controls.astype(_F32)
+    yhat = jnp.einsum("BMJ,MJO->BO", v, controls)
+    losses, e = jax.vmap(lambda a, t: loss_and_error(a, t, loss))(yhat, y)
+    e = jnp.where(mask[:, None], e, 0.0)
+    ec = jnp.einsum("BO,MJO->BMJ", e, controls)  # e_b . C_i[j] for every tensor
+    c = jnp.sum(jnp.take_along_axis(ec, idx[..., None], axis=1) * dw, axis=-1)  # [B, K]
+    moves = valid & jnp.any(dw != 0, axis=-1)
+    coef = jnp.zeros((b, m), _F32).at[rows, idx].add(jnp.where(moves, cfg.eta_g * lam * c, 0.0))  # [B, M]
+    normals = state.normals.astype(_F32) - coef.T @ x
+    normals = normals / jnp.linalg.norm(normals, axis=1, keepdims=True)
+    controls = controls - cfg.eta * jnp.einsum("BMJ,BO->MJO", v, e)
+    state = state.replace(normals=normals.astype(state.normals.dtype),
+                          deltas=state.deltas - jnp.sum(coef, axis=0),
+                          controls=controls.astype(state.controls.dtype))
+
+    def keep(s, inp):
+        i, vd, ad, l, xt, live = inp
+        return jax.lax.cond(live, lambda s: _bookkeep(s, i, vd, ad, l, xt, cfg)[0], lambda s: s, s), None
+
+    state, _ = jax.lax.scan(keep, state, (idx, valid, absd, losses, x, mask))
+    return state, yhat, losses
+
