@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def load_documents(data: list[str] | None = None, dataset: str | None = None, da
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
 
+    if not sys.stderr.isatty():
+        datasets.disable_progress_bars()
     if dataset is not None:
         ds = datasets.load_dataset(dataset, dataset_config, split=split)
         if text_field not in ds.column_names:
