@@ -141,3 +141,41 @@ def test_mesh_matches_one_device(corpus, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, four = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose([l for _, l in four], [l for _, l in one], rtol=2e-5)
+
+
+def test_ctrl_c_saves_and_resume_finishes(corpus, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "int"
+    argv = ["--data", corpus, *COMMON, "--steps", "100000", "--eval-every", "0", "--save-every", "0", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "training.hyformer", *argv], cwd=ROOT, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: saved step" in err and "Traceback" not in err
+    saved = int(os.listdir(out / "checkpoints")[0])
+    assert saved >= 3
+    assert max(r["step"] for r in read_metrics(metrics)) == saved
+
+
+def test_hf_tokenizer_directory(corpus, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train([corpus], trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<|endoftext|>", "<mask>"]))
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+    history = run(corpus, tmp_path / "run", "--steps", "3", "--eval-every", "0", "--tokenizer", str(tmp_path / "tok"))
+    assert len(history["train"]) == 3
+    from jaxmodels import from_pretrained
+
+    assert from_pretrained(tmp_path / "run" / "model").config.vocab_size == tok.get_vocab_size()
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json in that directory"):
+        run(corpus, tmp_path / "run2", "--steps", "1", "--tokenizer", str(tmp_path))
