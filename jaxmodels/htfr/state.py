@@ -54,7 +54,7 @@ class FieldState:
         return dataclasses.replace(self, **changes)
 
 
-def make_state(normals, deltas, dneg, dpos, taus, controls_mo3, interp, ref_radius, *, queue_size: int,
+def make_state(normals, deltas, dneg, dpos, taus, controls, interp, ref_radius, *, queue_size: int,
                seed: int, dtype=jnp.float32) -> FieldState:
     """Validates per-tensor arrays (controls as [M, O, 3]) and builds a fresh FieldState (empty queue)."""
     normals = np.asarray(normals, np.float64)
@@ -62,7 +62,7 @@ def make_state(normals, deltas, dneg, dpos, taus, controls_mo3, interp, ref_radi
         raise ValueError(f"FieldState: normals must have shape [M, D] with M, D >= 1, got {normals.shape} "
                          "(an empty field cannot predict)")
     m, d = normals.shape
-    controls = np.asarray(controls_mo3)
+    controls = np.asarray(controls)
     if controls.ndim != 3 or controls.shape[0] != m or controls.shape[2] != 3 or controls.shape[1] == 0:
         raise ValueError(f"FieldState: controls must have shape [M, O, 3] = [{m}, O, 3], got {controls.shape}")
     per = {"deltas": deltas, "dneg": dneg, "dpos": dpos, "taus": taus, "interp": interp, "ref_radius": ref_radius}
