@@ -22,14 +22,18 @@ _VECTOR_NAMES = {"input": "input", "attention_output": "attention", "refined_out
 
 
 def vector_stats(x: jax.Array, n: int) -> dict[str, Any]:
-    """The original's `analyze_vector` for every row of x [B, N]; n samples per row."""
+    """The original's `analyze_vector` for every vector of x [..., N] at once; n samples per vector.
+
+    Every leaf has shape x.shape[:-1] (samples: [..., n]). Stacking vectors before the call keeps the
+    traced graph small (one sort per call, not one per vector), which matters for compile time.
+    """
     mean = jnp.mean(x, axis=-1)
     std = jnp.std(x, axis=-1)
     safe_std = jnp.where(std == 0, 1.0, std)
-    z = (x - mean[:, None]) / safe_std[:, None]
+    z = (x - mean[..., None]) / safe_std[..., None]
     absx = jnp.abs(x)
     # The original's np.argsort(|x|)[-n:][::-1]; a stable sort fixes the order of ties (the original's is unspecified).
-    top = jnp.flip(jnp.argsort(absx, axis=-1, stable=True)[:, -n:], axis=-1)  # [B, n]
+    top = jnp.flip(jnp.argsort(absx, axis=-1, stable=True)[..., -n:], axis=-1)  # [..., n]
     frac = lambda m: jnp.mean(m.astype(x.dtype), axis=-1)  # noqa: E731 - a one-line helper
     return {
         "statistics": {"mean": mean, "std": std, "min": jnp.min(x, axis=-1), "max": jnp.max(x, axis=-1),
@@ -39,21 +43,25 @@ def vector_stats(x: jax.Array, n: int) -> dict[str, Any]:
         "distribution": {"positive_ratio": frac(x > 0), "negative_ratio": frac(x < 0),
                          "skewness": jnp.where(std == 0, 0.0, jnp.mean(z ** 3, axis=-1)),
                          "kurtosis": jnp.where(std == 0, 0.0, jnp.mean(z ** 4, axis=-1) - 3.0)},
-        "samples": {"first_n": x[:, :n], "last_n": x[:, -n:], "top_magnitude_indices": top.astype(jnp.int32),
+        "samples": {"first_n": x[..., :n], "last_n": x[..., -n:], "top_magnitude_indices": top.astype(jnp.int32),
                     "top_magnitude_values": jnp.take_along_axis(x, top, axis=-1)},
     }
 
 
+def _split(stats: dict[str, Any], names) -> dict[str, Any]:
+    """Stats of stacked vectors [B, K, ...] -> {name: stats [B, ...]} along axis 1."""
+    return {name: jax.tree.map(lambda a, i=i: a[:, i], stats) for i, name in enumerate(names)}
+
+
 def frame_stats(frames: jax.Array, n: int) -> dict[str, Any]:
     """`analyze_frames` for frames [B, K, F]: per-frame statistics plus pairwise cosine similarities."""
-    out = {name: vector_stats(frames[:, i], n) for i, name in enumerate(FRAME_NAMES)}
+    out = _split(vector_stats(frames, n), FRAME_NAMES)
     norms = jnp.linalg.norm(frames, axis=-1)  # [B, K]
-    sims = {}
-    for i, a in enumerate(FRAME_NAMES):
-        for j in range(i + 1, len(FRAME_NAMES)):
-            denom = norms[:, i] * norms[:, j]
-            dot = jnp.sum(frames[:, i] * frames[:, j], axis=-1)
-            sims[f"{a}_vs_{FRAME_NAMES[j]}"] = jnp.where(denom == 0, 0.0, dot / jnp.where(denom == 0, 1.0, denom))
+    dots = jnp.einsum("BKF,BJF->BKJ", frames, frames)  # [B, K, K]
+    denom = norms[:, :, None] * norms[:, None, :]
+    cos = jnp.where(denom == 0, 0.0, dots / jnp.where(denom == 0, 1.0, denom))  # the original's 0 for a zero vector
+    sims = {f"{a}_vs_{FRAME_NAMES[j]}": cos[:, i, j]
+            for i, a in enumerate(FRAME_NAMES) for j in range(i + 1, len(FRAME_NAMES))}
     mean = jnp.mean(jnp.stack(list(sims.values()), axis=-1), axis=-1)
     out["comparison"] = {"pairwise_similarities": sims, "mean_similarity": mean, "diversity": 1.0 - mean}
     return out
@@ -68,13 +76,12 @@ def build_trace(*, x, t, frames, weighted, task_weights, attention, attention_ou
     """All trace arrays for a batch. x [B, I], t [B, T], frames/weighted [B, K, F], task_weights [B, K],
     attention [B, K, K], attention_output/refined/final [B, F], nonfinite [B] (entries the verifier replaced)."""
     n = min(NUM_SAMPLES, final.shape[-1])
+    outputs = ("attention_output", "refined_output", "final_output")
     return {
         "input": vector_stats(x, n),
         "encoded_frames": frame_stats(frames, n),
         "weighted_frames": frame_stats(weighted, n),
-        "attention_output": vector_stats(attention_output, n),
-        "refined_output": vector_stats(refined, n),
-        "final_output": vector_stats(final, n),
+        **_split(vector_stats(jnp.stack([attention_output, refined, final], axis=1), n), outputs),
         "task_weights": {name: task_weights[:, i] for i, name in enumerate(FRAME_NAMES)},
         "transformations": {"attention_to_refined_change": _change(refined, attention_output),
                             "refined_to_final_change": _change(final, refined),
