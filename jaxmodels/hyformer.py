@@ -148,7 +148,10 @@ class Hyformer(Decoder):
 
     @classmethod
     def from_pretrained(cls, path, *, dtype=None) -> Hyformer:
-        return checkpoint.load_model(cls, HyformerConfig, path, dtype=dtype)
+        """Our checkpoint directory, or the original's / our PyTorch twin's (config.json + safetensors)."""
+        from jaxmodels.registry import from_pretrained
+
+        return from_pretrained(path, model_type="hyformer", dtype=dtype)
 
     def save_pretrained(self, path, *, overwrite: bool = True):
         return checkpoint.save_model(self, self.config, path, overwrite=overwrite)

@@ -1,32 +1,41 @@
-"""`from_pretrained`: pick the model class from `model_type` in config.json."""
+"""`from_pretrained`: load our checkpoint directories and Hugging Face ones, by `model_type`."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from flax import nnx
 
-def _native_models():
-    from jaxmodels.hyformer import Hyformer, HyformerConfig
+from jaxmodels.checkpoint import FORMAT_KEY
+from jaxmodels.hf.convert import fill
+from jaxmodels.hf.families import FAMILIES, detect_model_type, read_config
+from jaxmodels.hf.source import SafetensorsCheckpoint
 
-    return {"hyformer": (Hyformer, HyformerConfig)}
+
+def load_config(path: str | os.PathLike, model_type: str | None = None):
+    """-> (family, config, native?) for a checkpoint directory of ours or of Hugging Face."""
+    path = Path(path)
+    cfg = read_config(path)
+    family = FAMILIES[detect_model_type(cfg, str(path), model_type)]
+    config_cls, _ = family.classes()
+    source = str(path / "config.json")
+    if FORMAT_KEY in cfg:
+        return family, config_cls.from_dict(cfg, source=source), True
+    return family, family.config_from_hf(cfg, source), False
 
 
 def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, dtype=None):
-    """Loads a checkpoint directory written by this project (config.json + model.safetensors).
+    """Loads a checkpoint directory (config.json + safetensors, single or sharded) into a Flax NNX model.
 
-    The model class comes from `model_type` (argument, else config.json). Unsupported types raise
-    an error that lists the supported ones.
+    Either format: one written by this project, or a Hugging Face PyTorch checkpoint (Llama, Qwen2,
+    Qwen2.5 text, or Hyformer in the original's layout). The model class comes from `model_type`
+    (argument, else config.json); unsupported types or config attributes raise an error naming them.
     """
-    path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"{path}: no config.json (expected a checkpoint directory)")
-    cfg = json.loads(cfg_path.read_text())
-    model_type = model_type or cfg.get("model_type")
-    models = _native_models()
-    if model_type not in models:
-        raise ValueError(f"{cfg_path}: unsupported model_type {model_type!r}; supported: {sorted(models)}")
-    model_cls, _ = models[model_type]
-    return model_cls.from_pretrained(path, dtype=dtype)
+    family, config, native = load_config(path, model_type)
+    _, model_cls = family.classes()
+    ckpt = SafetensorsCheckpoint(path)
+    abstract = nnx.eval_shape(lambda: model_cls(config, rngs=nnx.Rngs(0)))
+    if native:
+        return fill(abstract, ckpt, None, dtype=dtype)
+    return fill(abstract, ckpt, family.table, tied=family.tied(config), dtype=dtype)

@@ -114,44 +114,48 @@ def relocation_draw(key, r, d: int, o: int):
     return n, span, 1e-3 * jax.random.normal(k3, (3, o), _F32)
 
 
-def _bookkeep(state: FieldState, idx, valid, absd, loss, x, cfg: HTFRConfig):
-    """Usage statistics, error queue and relocation after one training sample; returns (state, do, idle, n)."""
+def _bookkeep(state: FieldState, idx, valid, absd, loss, x, live, cfg: HTFRConfig):
+    """Usage statistics, error queue and relocation after one training sample (a no-op unless `live`).
+
+    Only single rows are written (masked), never whole arrays under a condition, so XLA updates in place.
+    Returns (state, do, idle, n): whether tensor `idle` was relocated, and its new normal n [D].
+    """
     dec = cfg.usage_decay
     dt = state.usage.dtype
+    valid = valid & live
     u, a, tr = state.usage[idx], state.avg_dist[idx], state.loss_trace[idx]
     state = state.replace(
         usage=state.usage.at[idx].set(jnp.where(valid, dec * u + 1.0, u).astype(dt)),
         avg_dist=state.avg_dist.at[idx].set(jnp.where(valid, dec * a + (1 - dec) * absd, a).astype(dt)),
         loss_trace=state.loss_trace.at[idx].set(jnp.where(valid, dec * tr + (1 - dec) * loss, tr).astype(dt)))
 
-    push = loss >= cfg.error_threshold
+    push = live & (loss >= cfg.error_threshold)
     slot = jnp.argmin(state.queue_stamp)  # an empty slot (-1) first, else the oldest entry (deque maxlen)
+    qx = state.queue_x
     state = state.replace(
-        queue_x=jnp.where(push, state.queue_x.at[slot].set(x.astype(state.queue_x.dtype)), state.queue_x),
-        queue_loss=jnp.where(push, state.queue_loss.at[slot].set(loss), state.queue_loss),
-        queue_stamp=jnp.where(push, state.queue_stamp.at[slot].set(state.pushes), state.queue_stamp),
+        queue_x=qx.at[slot].set(jnp.where(push, x.astype(qx.dtype), qx[slot])),
+        queue_loss=state.queue_loss.at[slot].set(jnp.where(push, loss, state.queue_loss[slot])),
+        queue_stamp=state.queue_stamp.at[slot].set(jnp.where(push, state.pushes, state.queue_stamp[slot])),
         pushes=state.pushes + push.astype(jnp.int32))
 
-    do = jnp.sum(state.queue_stamp >= 0) >= cfg.relocation_interval
-    idle = jnp.argmin(state.usage)
     filled = state.queue_stamp >= 0
+    do = live & (jnp.sum(filled) >= cfg.relocation_interval)
+    idle = jnp.argmin(state.usage)
     best = jnp.max(jnp.where(filled, state.queue_loss, -jnp.inf))
     ties = filled & (state.queue_loss == best)
     pop = jnp.argmin(jnp.where(ties, state.queue_stamp, jnp.iinfo(jnp.int32).max))  # max loss, oldest on ties
     n, span, cj = relocation_draw(state.key, state.relocations, state.input_dim, state.output_dim)
+    sample = state.queue_x[pop].astype(_F32)
 
-    def relocate(s: FieldState) -> FieldState:
-        dt = s.normals.dtype
-        sample = s.queue_x[pop].astype(_F32)
-        return s.replace(
-            normals=s.normals.at[idle].set(n.astype(dt)), deltas=s.deltas.at[idle].set(-(n @ sample)),
-            dneg=s.dneg.at[idle].set(-span), dpos=s.dpos.at[idle].set(span),
-            controls=s.controls.at[idle].set(cj.astype(s.controls.dtype)),
-            usage=s.usage.at[idle].set(1.0), avg_dist=s.avg_dist.at[idle].set(0.0),
-            loss_trace=s.loss_trace.at[idle].set(0.0), queue_stamp=s.queue_stamp.at[pop].set(-1),
-            relocations=s.relocations + 1)
+    def put(arr, value):
+        return arr.at[idle].set(jnp.where(do, jnp.asarray(value, arr.dtype), arr[idle]))
 
-    state = jax.lax.cond(do, relocate, lambda s: s, state)
+    state = state.replace(
+        normals=put(state.normals, n), deltas=put(state.deltas, -(n @ sample)), dneg=put(state.dneg, -span),
+        dpos=put(state.dpos, span), controls=put(state.controls, cj), usage=put(state.usage, 1.0),
+        avg_dist=put(state.avg_dist, 0.0), loss_trace=put(state.loss_trace, 0.0),
+        queue_stamp=state.queue_stamp.at[pop].set(jnp.where(do, -1, state.queue_stamp[pop])),
+        relocations=state.relocations + do.astype(jnp.int32))
     return state, do, idle, n
 
 
@@ -160,56 +164,59 @@ def train_sequential(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: st
     """Exact per-sample online updates, in order, for one chunk: x [T, D], targets y [T, ...], mask [T] bool
     (False = padding, a no-op) -> (state, predictions before each update [T, O], losses [T]).
 
-    The normals are kept as n_i = alpha_i (N0_i - sum_s beta_{s,i} x_s) during the chunk, so distances cost
-    alpha * (G0[t] - Gram[:, t] . beta) with G0 = X N0^T and Gram = X X^T computed once as matmuls; the new
-    normals are materialised once at the end of the chunk. This is algebraically the per-sample rule.
+    Both updates are low rank within a chunk, so neither big array is rewritten per sample:
+    - normals: n_i = alpha_i (N0_i - sum_s beta[s, i] x_s), so n_i . x_t = alpha_i (G0[t, i] - Gram[:, t] . beta[:, i])
+      with G0 = X N0^T [T, M] and Gram = X X^T [T, T] computed once as matmuls;
+    - controls: C_i[j] = C0_i[j] - sum_s U[s, i, j] e_s (U [T, M, 3], errors E [T, O]), so a step reads the
+      active rows of C0 once and corrects them with T-sized terms.
+    N and C are materialised once at the end of the chunk. This is algebraically the per-sample rule.
     """
     x = x.astype(_F32)
     t_len = x.shape[0]
     k = cfg.train_top_k
+    m, o = state.size, state.output_dim
     g0 = x @ state.normals.astype(_F32).T  # [T, M]
     gram = x @ x.T  # [T, T]
-    m = state.size
-    alpha = jnp.ones(m, _F32)
-    beta = jnp.zeros((t_len, m), _F32)
+    low_rank = (jnp.ones(m, _F32), jnp.zeros((t_len, m), _F32), jnp.zeros((t_len, m, 3), _F32),
+                jnp.zeros((t_len, o), _F32))
 
     def step(carry, inp):
-        state, g0, alpha, beta = carry
+        state, g0, (alpha, beta, u, errs) = carry
         t, xt, yt, live = inp
         proj = alpha * (g0[t] - gram[:, t] @ beta)  # [M], n_i . x_t
         d = proj + state.deltas
-        idx, valid, absd, lam, w, dw, ck = _active(state, d, k, cfg)
-        yhat = jnp.einsum("KJO,KJ->O", ck, lam[:, None] * w)
+        idx, valid, absd, lam, w, dw = _active_light(state, d, k, cfg)
+        c0 = state.controls[idx].astype(_F32).reshape(-1, o)  # chunk-start rows C0 [K * 3, O]
+        ug = u[:, idx, :]  # [T, K, 3]
+        v = lam[:, None] * w  # [K, 3]
+        yhat = v.reshape(-1) @ c0 - jnp.einsum("TKJ,KJ->T", ug, v) @ errs
         l, e = loss_and_error(yhat, yt, loss)
+        ec = (c0 @ e).reshape(-1, 3) - jnp.einsum("TKJ,T->KJ", ug, errs @ e)  # e . C_i[j], pre-update, [K, 3]
+        upd = valid & live
+        u = u.at[t, idx].set(jnp.where(upd[:, None], cfg.eta * v, 0.0))
+        errs = errs.at[t].set(e)
+        moves = upd & jnp.any(dw != 0, axis=-1)
+        coef = jnp.where(moves, cfg.eta_g * lam * jnp.sum(ec * dw, axis=-1), 0.0)  # eta_g lam_i (e . C_i dw_i)
+        p = proj[idx]
+        r = jnp.sqrt(jnp.maximum(1.0 - 2.0 * coef * p + coef * coef * gram[t, t], 1e-30))  # ||n_i - coef x_t||
+        a_old = alpha[idx]
+        alpha = alpha.at[idx].set(jnp.where(moves, a_old / r, a_old))
+        beta = beta.at[t, idx].set(jnp.where(moves, coef / a_old, 0.0))
+        state = state.replace(deltas=state.deltas.at[idx].add(-coef))
+        state, do, idle, n = _bookkeep(state, idx, valid, absd, l, xt, live, cfg)
+        # a relocated tensor restarts from its new rows (written into N0 and C0 by _bookkeep): reset its terms
+        g0 = g0.at[:, idle].set(jnp.where(do, x @ n, g0[:, idle]))
+        alpha = alpha.at[idle].set(jnp.where(do, 1.0, alpha[idle]))
+        beta = beta.at[:, idle].set(jnp.where(do, 0.0, beta[:, idle]))
+        u = u.at[:, idle].set(jnp.where(do, 0.0, u[:, idle]))
+        return (state, g0, (alpha, beta, u, errs)), (yhat, l)
 
-        def update(args):
-            state, g0, alpha, beta = args
-            dc = -cfg.eta * (lam[:, None] * w)[:, :, None] * e[None, None, :]  # [K, 3, O]
-            controls = state.controls.at[idx].add(jnp.where(valid[:, None, None], dc, 0.0).astype(
-                state.controls.dtype))
-            c = jnp.sum(jnp.einsum("KJO,O->KJ", ck, e) * dw, axis=-1)  # e . (C_i dw_i), [K]
-            moves = valid & jnp.any(dw != 0, axis=-1)
-            coef = jnp.where(moves, cfg.eta_g * lam * c, 0.0)  # [K]
-            p = proj[idx]
-            r = jnp.sqrt(jnp.maximum(1.0 - 2.0 * coef * p + coef * coef * gram[t, t], 1e-30))
-            a_old = alpha[idx]
-            alpha = alpha.at[idx].set(jnp.where(moves, a_old / r, a_old))
-            beta = beta.at[t, idx].set(jnp.where(moves, coef / a_old, 0.0))
-            deltas = state.deltas.at[idx].add(-coef)
-            state = state.replace(controls=controls, deltas=deltas)
-            state, do, idle, n = _bookkeep(state, idx, valid, absd, l, xt, cfg)
-            g0 = jnp.where(do, g0.at[:, idle].set(x @ n), g0)
-            alpha = jnp.where(do, alpha.at[idle].set(1.0), alpha)
-            beta = jnp.where(do, beta.at[:, idle].set(0.0), beta)
-            return state, g0, alpha, beta
-
-        carry = jax.lax.cond(live, update, lambda a: a, (state, g0, alpha, beta))
-        return carry, (yhat, l)
-
-    (state, _, alpha, beta), (yhat, losses) = jax.lax.scan(
-        step, (state, g0, alpha, beta), (jnp.arange(t_len), x, y, mask))
+    (state, _, (alpha, beta, u, errs)), (yhat, losses) = jax.lax.scan(
+        step, (state, g0, low_rank), (jnp.arange(t_len), x, y, mask))
     normals = alpha[:, None] * (state.normals.astype(_F32) - beta.T @ x)  # [M, D]
-    return state.replace(normals=normals.astype(state.normals.dtype)), yhat, losses
+    controls = state.controls.astype(_F32) - jnp.einsum("TMJ,TO->MJO", u, errs)  # [M, 3, O]
+    return state.replace(normals=normals.astype(state.normals.dtype),
+                         controls=controls.astype(state.controls.dtype)), yhat, losses
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "loss"), donate_argnums=(0,))
@@ -241,7 +248,7 @@ def train_batched(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: str):
 
     def keep(s, inp):
         i, vd, ad, l, xt, live = inp
-        return jax.lax.cond(live, lambda s: _bookkeep(s, i, vd, ad, l, xt, cfg)[0], lambda s: s, s), None
+        return _bookkeep(s, i, vd, ad, l, xt, live, cfg)[0], None
 
     state, _ = jax.lax.scan(keep, state, (idx, valid, absd, losses, x, mask))
     return state, yhat, losses

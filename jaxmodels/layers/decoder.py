@@ -18,7 +18,7 @@ from jaxmodels.layers.dropout import dropout
 from jaxmodels.layers.linear import Embed
 from jaxmodels.layers.mlp import SwiGLU
 from jaxmodels.layers.norms import LayerNorm, RMSNorm
-from jaxmodels.layers.rope import inverse_frequencies
+from jaxmodels.layers.rope import scaled_inverse_frequencies
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,9 @@ class DecoderSpec:
     rope_theta: float = 10000.0
     rope_interleaved: bool = False
     qkv_bias: bool = False
+    o_bias: bool = False
     mlp_bias: bool = False
+    rope_scaling: tuple[tuple[str, object], ...] = ()  # Hugging Face rope_parameters as sorted items
     attn_dropout: float = 0.0
     resid_dropout: float = 0.0
 
@@ -50,6 +52,7 @@ class Block(nnx.Module):
     def __init__(self, spec: DecoderSpec, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.input_norm = RMSNorm(spec.d_model, eps=spec.norm_eps, param_dtype=param_dtype)
         self.attn = Attention(spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim, qkv_bias=spec.qkv_bias,
+                              o_bias=spec.o_bias,
                               rope_interleaved=spec.rope_interleaved, attn_dropout=spec.attn_dropout,
                               param_dtype=param_dtype, rngs=rngs)
         self.post_attn_norm = RMSNorm(spec.d_model, eps=spec.norm_eps, param_dtype=param_dtype)
@@ -136,7 +139,7 @@ class Decoder(nnx.Module):
         if causal:
             mask = mask & (k_slots[None, :] <= q_slots[:, None])[None]
 
-        inv_freq = inverse_frequencies(self.spec.head_dim, self.spec.rope_theta)
+        inv_freq = scaled_inverse_frequencies(self.spec.head_dim, self.spec.rope_theta, dict(self.spec.rope_scaling))
         x = self.embed(input_ids)
         keys = [None] * len(self.blocks) if dropout_key is None else list(jax.random.split(dropout_key, len(self.blocks)))
         new_layers = []

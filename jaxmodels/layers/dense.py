@@ -15,12 +15,17 @@ import jax.numpy as jnp
 
 
 def _canonical_weight_grad(x2: jax.Array, dy2: jax.Array) -> jax.Array:
-    """`x2^T @ dy2` for x2 [R, I], dy2 [R, O] -> [I, O], with the transposed operand materialised."""
+    """`x2^T @ dy2` for x2 [R, I], dy2 [R, O] -> [I, O], with the transposed operand materialised.
+
+    When x2 is the wider operand, `dy2^T @ x2` [O, I] is computed and transposed afterwards; the barrier on
+    that product stops XLA from folding the final transpose back into the dot (which would swap the
+    operands and put the contracting dimension first again).
+    """
     if x2.shape[1] <= dy2.shape[1]:
         xt = jax.lax.optimization_barrier(x2.T)  # [I, R]
         return xt @ dy2
     dyt = jax.lax.optimization_barrier(dy2.T)  # [O, R]
-    return (dyt @ x2).T
+    return jax.lax.optimization_barrier(dyt @ x2).T  # [O, I] -> [I, O]
 
 
 @jax.custom_vjp

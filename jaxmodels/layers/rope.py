@@ -30,3 +30,27 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, *, inter
         x1, x2 = xf[..., :half], xf[..., half:]
         out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
+
+
+def scaled_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None) -> jax.Array:
+    """inverse_frequencies with a Hugging Face rope scaling applied; scaling None or type "default": none.
+
+    Implemented types: "linear" (divide every frequency by `factor`) and "llama3" (divide the low
+    frequencies by `factor`, keep the high ones, interpolate smoothly between; Llama 3.1 and later).
+    """
+    inv_freq = inverse_frequencies(head_dim, theta)
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return inv_freq / scaling["factor"]
+    if kind == "llama3":
+        factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        wavelen = 2 * jnp.pi / inv_freq
+        scaled = jnp.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+        return jnp.where(medium, smoothed, scaled)
+    raise ValueError(f"rope scaling type {kind!r} is not implemented; implemented: default, linear, llama3")

@@ -1,0 +1,1 @@
+"""Hugging Face checkpoint <-> jaxmodels parameter conversion (numpy/JAX only, no torch)."""

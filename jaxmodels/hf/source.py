@@ -1,0 +1,93 @@
+"""Read-only access to a safetensors checkpoint directory, one tensor at a time (memory-mapped).
+
+A directory holds `model.safetensors`, or shards listed by `model.safetensors.index.json`. Every
+problem names the file (and key) it is about.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError, safe_open
+
+SINGLE = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+TORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory or file that cannot be read as asked."""
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="flax")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+class SafetensorsCheckpoint:
+    """keys(), shape(key), dtype(key), get(key) -> np.ndarray over one or several shard files."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        index, single = self.directory / INDEX, self.directory / SINGLE
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index}: not a valid safetensors index ({e!r})") from None
+            files = sorted(set(weight_map.values()))
+            missing = [f for f in files if not (self.directory / f).is_file()]
+            if missing:
+                raise CheckpointError(f"{index} names shard(s) that do not exist: {missing}")
+        elif single.is_file():
+            files = [SINGLE]
+        else:
+            torch_files = [f for f in TORCH_FILES if (self.directory / f).is_file()]
+            hint = (f"; found {torch_files[0]} (a PyTorch pickle checkpoint): convert it with `jaxmodels-convert "
+                    f"from-hf`, which reads it through torch.load(weights_only=True)") if torch_files else ""
+            raise CheckpointError(f"{self.directory}: no {SINGLE} or {INDEX}{hint}")
+        self._handles = {f: _open(self.directory / f) for f in files}
+        self._file_of: dict[str, str] = {}
+        for f, handle in self._handles.items():
+            for key in handle.keys():
+                self._file_of[key] = f
+        if index.is_file():
+            absent = sorted(k for k, f in weight_map.items() if self._file_of.get(k) != f)
+            if absent:
+                raise CheckpointError(f"{index} lists tensors that are not in their shard: {absent[:10]}")
+        self.files = files
+
+    def keys(self) -> list[str]:
+        return sorted(self._file_of)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._file_of
+
+    def _slice(self, key: str):
+        return self._handles[self._file_of[key]].get_slice(key)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._slice(key).get_shape())
+
+    def dtype(self, key: str) -> str:
+        return self._slice(key).get_dtype()
+
+    def get(self, key: str) -> np.ndarray:
+        path = self.directory / self._file_of[key]
+        try:
+            return np.asarray(self._handles[self._file_of[key]].get_tensor(key))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: cannot read tensor {key!r} ({e})") from None
+
+    def metadata(self) -> dict:
+        return self._handles[self.files[0]].metadata() or {}
+
+    def total_bytes(self) -> int:
+        return sum((self.directory / f).stat().st_size for f in self.files)
+
+    def largest_file_bytes(self) -> int:
+        return max((self.directory / f).stat().st_size for f in self.files)
