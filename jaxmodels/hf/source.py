@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "I64": np.int64,
+                "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 TORCH_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 
 
@@ -75,6 +78,9 @@ class SafetensorsCheckpoint:
 
     def dtype(self, key: str) -> str:
         return self._slice(key).get_dtype()
+
+    def numpy_dtype(self, key: str) -> np.dtype:
+        return np.dtype(NUMPY_DTYPES[self.dtype(key)])
 
     def get(self, key: str) -> np.ndarray:
         path = self.directory / self._file_of[key]
