@@ -31,6 +31,15 @@ def _open(path: Path):
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+def _header(path: Path) -> tuple[int, dict]:
+    """(offset of the data section, {key: {"dtype", "shape", "data_offsets"}}) of a safetensors file."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    header.pop("__metadata__", None)
+    return 8 + size, header
+
+
 class SafetensorsCheckpoint:
     """keys(), shape(key), dtype(key), get(key) -> np.ndarray over one or several shard files."""
 
@@ -53,7 +62,8 @@ class SafetensorsCheckpoint:
             hint = (f"; found {torch_files[0]} (a PyTorch pickle checkpoint): convert it with `jaxmodels-convert "
                     f"from-hf`, which reads it through torch.load(weights_only=True)") if torch_files else ""
             raise CheckpointError(f"{self.directory}: no {SINGLE} or {INDEX}{hint}")
-        self._handles = {f: _open(self.directory / f) for f in files}
+        self._handles = {f: _open(self.directory / f) for f in files}  # validates each file
+        self._layout = {f: _header(self.directory / f) for f in files}
         self._file_of: dict[str, str] = {}
         for f, handle in self._handles.items():
             for key in handle.keys():
@@ -83,11 +93,18 @@ class SafetensorsCheckpoint:
         return np.dtype(NUMPY_DTYPES[self.dtype(key)])
 
     def get(self, key: str) -> np.ndarray:
-        path = self.directory / self._file_of[key]
+        """The tensor, read with plain file reads (no memory map stays resident: RSS grows by this tensor only)."""
+        name = self._file_of[key]
+        data_start, entries = self._layout[name]
+        begin, end = entries[key]["data_offsets"]
+        dtype = np.dtype(NUMPY_DTYPES[entries[key]["dtype"]])
+        shape = tuple(entries[key]["shape"])
         try:
-            return np.asarray(self._handles[self._file_of[key]].get_tensor(key))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: cannot read tensor {key!r} ({e})") from None
+            array = np.fromfile(self.directory / name, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                                offset=data_start + begin)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{self.directory / name}: cannot read tensor {key!r} ({e})") from None
+        return array.reshape(shape)
 
     def metadata(self) -> dict:
         return self._handles[self.files[0]].metadata() or {}

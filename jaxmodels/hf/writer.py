@@ -70,7 +70,7 @@ def _write_file(path: Path, tensors: Sequence[PlannedTensor], metadata: dict[str
             if array.shape != t.shape or array.dtype != t.dtype:
                 raise ValueError(f"tensor {t.key!r} came out as {array.dtype}{list(array.shape)}, "
                                  f"planned {np.dtype(t.dtype)}{list(t.shape)}")
-            f.write(np.ascontiguousarray(array).tobytes())
+            np.ascontiguousarray(array).tofile(f)  # no bytes copy: peak memory stays one tensor
         f.flush()
         os.fsync(f.fileno())
 
