@@ -92,7 +92,7 @@ def predict(state: FieldState, x, *, k: int, cfg: HTFRConfig):
 
     def one(di):
         idx, valid, _, lam, w, _, ck = _active(state, di, k, cfg)
-        return jnp.einsum("KJO,KJ->O", ck, lam[:, None] * w)
+        return (lam[:, None] * w).reshape(-1) @ ck.reshape(-1, state.output_dim)  # [K * 3] @ [K * 3, O]
 
     return jax.vmap(one)(d)
 
@@ -164,12 +164,11 @@ def train_sequential(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: st
     """Exact per-sample online updates, in order, for one chunk: x [T, D], targets y [T, ...], mask [T] bool
     (False = padding, a no-op) -> (state, predictions before each update [T, O], losses [T]).
 
-    Both updates are low rank within a chunk, so neither big array is rewritten per sample:
-    - normals: n_i = alpha_i (N0_i - sum_s beta[s, i] x_s), so n_i . x_t = alpha_i (G0[t, i] - Gram[:, t] . beta[:, i])
-      with G0 = X N0^T [T, M] and Gram = X X^T [T, T] computed once as matmuls;
-    - controls: C_i[j] = C0_i[j] - sum_s U[s, i, j] e_s (U [T, M, 3], errors E [T, O]), so a step reads the
-      active rows of C0 once and corrects them with T-sized terms.
-    N and C are materialised once at the end of the chunk. This is algebraically the per-sample rule.
+    The normals are kept as n_i = alpha_i (N0_i - sum_s beta[s, i] x_s) during the chunk, so distances cost
+    alpha * (G0[t] - Gram[:, t] . beta) with G0 = X N0^T [T, M] and Gram = X X^T [T, T] computed once as
+    matmuls, instead of reading all of N [M, D] per sample; N is materialised once at the end of the chunk.
+    This is algebraically the per-sample rule. The controls are updated in place, active rows only. (Keeping
+    them low rank as well was measured slower: the end-of-chunk product costs more than the row updates.)
     """
     x = x.astype(_F32)
     t_len = x.shape[0]
@@ -177,46 +176,41 @@ def train_sequential(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: st
     m, o = state.size, state.output_dim
     g0 = x @ state.normals.astype(_F32).T  # [T, M]
     gram = x @ x.T  # [T, T]
-    low_rank = (jnp.ones(m, _F32), jnp.zeros((t_len, m), _F32), jnp.zeros((t_len, m, 3), _F32),
-                jnp.zeros((t_len, o), _F32))
+    low_rank = (jnp.ones(m, _F32), jnp.zeros((t_len, m), _F32))
 
     def step(carry, inp):
-        state, g0, (alpha, beta, u, errs) = carry
+        state, g0, (alpha, beta) = carry
         t, xt, yt, live = inp
         proj = alpha * (g0[t] - gram[:, t] @ beta)  # [M], n_i . x_t
         d = proj + state.deltas
-        idx, valid, absd, lam, w, dw = _active_light(state, d, k, cfg)
-        c0 = state.controls[idx].astype(_F32).reshape(-1, o)  # chunk-start rows C0 [K * 3, O]
-        ug = u[:, idx, :]  # [T, K, 3]
+        idx, valid, absd, lam, w, dw, ck = _active(state, d, k, cfg)
+        ck2 = ck.reshape(-1, o)  # [K * 3, O]
         v = lam[:, None] * w  # [K, 3]
-        yhat = v.reshape(-1) @ c0 - jnp.einsum("TKJ,KJ->T", ug, v) @ errs
+        yhat = v.reshape(-1) @ ck2
         l, e = loss_and_error(yhat, yt, loss)
-        ec = (c0 @ e).reshape(-1, 3) - jnp.einsum("TKJ,T->KJ", ug, errs @ e)  # e . C_i[j], pre-update, [K, 3]
         upd = valid & live
-        u = u.at[t, idx].set(jnp.where(upd[:, None], cfg.eta * v, 0.0))
-        errs = errs.at[t].set(e)
+        dc = -cfg.eta * v[:, :, None] * e[None, None, :]  # [K, 3, O]
+        controls = state.controls.at[idx].add(jnp.where(upd[:, None, None], dc, 0.0).astype(state.controls.dtype))
+        c = jnp.sum((ck2 @ e).reshape(-1, 3) * dw, axis=-1)  # e . (C_i dw_i) with the pre-update C, [K]
         moves = upd & jnp.any(dw != 0, axis=-1)
-        coef = jnp.where(moves, cfg.eta_g * lam * jnp.sum(ec * dw, axis=-1), 0.0)  # eta_g lam_i (e . C_i dw_i)
+        coef = jnp.where(moves, cfg.eta_g * lam * c, 0.0)  # [K]
         p = proj[idx]
         r = jnp.sqrt(jnp.maximum(1.0 - 2.0 * coef * p + coef * coef * gram[t, t], 1e-30))  # ||n_i - coef x_t||
         a_old = alpha[idx]
         alpha = alpha.at[idx].set(jnp.where(moves, a_old / r, a_old))
         beta = beta.at[t, idx].set(jnp.where(moves, coef / a_old, 0.0))
-        state = state.replace(deltas=state.deltas.at[idx].add(-coef))
+        state = state.replace(controls=controls, deltas=state.deltas.at[idx].add(-coef))
         state, do, idle, n = _bookkeep(state, idx, valid, absd, l, xt, live, cfg)
-        # a relocated tensor restarts from its new rows (written into N0 and C0 by _bookkeep): reset its terms
+        # a relocated tensor restarts from its new normal (written into N0 by _bookkeep): reset its terms
         g0 = g0.at[:, idle].set(jnp.where(do, x @ n, g0[:, idle]))
         alpha = alpha.at[idle].set(jnp.where(do, 1.0, alpha[idle]))
         beta = beta.at[:, idle].set(jnp.where(do, 0.0, beta[:, idle]))
-        u = u.at[:, idle].set(jnp.where(do, 0.0, u[:, idle]))
-        return (state, g0, (alpha, beta, u, errs)), (yhat, l)
+        return (state, g0, (alpha, beta)), (yhat, l)
 
-    (state, _, (alpha, beta, u, errs)), (yhat, losses) = jax.lax.scan(
+    (state, _, (alpha, beta)), (yhat, losses) = jax.lax.scan(
         step, (state, g0, low_rank), (jnp.arange(t_len), x, y, mask))
     normals = alpha[:, None] * (state.normals.astype(_F32) - beta.T @ x)  # [M, D]
-    controls = state.controls.astype(_F32) - jnp.einsum("TMJ,TO->MJO", u, errs)  # [M, 3, O]
-    return state.replace(normals=normals.astype(state.normals.dtype),
-                         controls=controls.astype(state.controls.dtype)), yhat, losses
+    return state.replace(normals=normals.astype(state.normals.dtype)), yhat, losses
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "loss"), donate_argnums=(0,))
