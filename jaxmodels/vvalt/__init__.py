@@ -2,8 +2,9 @@
 
 from jaxmodels.vvalt.config import FRAME_NAMES, VVALTConfig
 from jaxmodels.vvalt.init import original_weights
+from jaxmodels.vvalt.convert import load
 from jaxmodels.vvalt.model import (VVALTForRegression, VVALTForSequenceClassification, VVALTModel, VVALTOutput,
-                                   load, to_numpy_weights)
+                                   to_numpy_weights)
 from jaxmodels.vvalt.trace import VVALTTrace
 
 __all__ = ["FRAME_NAMES", "VVALTConfig", "VVALTForRegression", "VVALTForSequenceClassification", "VVALTModel",

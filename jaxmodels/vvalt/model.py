@@ -52,7 +52,7 @@ class VVALTOutput:
     trace: VVALTTrace | None = None
 
 
-def _check_dtype(dtype) -> Any:
+def check_dtype(dtype) -> Any:
     dtype = jnp.dtype(dtype)
     if dtype not in [jnp.dtype(d) for d in _DTYPES]:
         raise ValueError(f"V.V.A.L.T parameters must be float32 or float64, got {dtype}")
@@ -114,10 +114,10 @@ class _VVALTBase(nnx.Module):
 
     @classmethod
     def from_pretrained(cls, path, *, dtype=None):
-        """Loads a directory written by save_pretrained; dtype casts the weights (float32 or float64)."""
-        target = _check_dtype(dtype) if dtype is not None else None
-        with x64_scope(target or jnp.float32):
-            return checkpoint.load_model(cls, VVALTConfig, path, dtype=target)
+        """Loads a directory of ours (save_pretrained) or of the PyTorch twin; dtype float32 or float64."""
+        from jaxmodels.vvalt.convert import load
+
+        return load(path, dtype=dtype, expected=cls)
 
 
 class VVALTModel(_VVALTBase):
@@ -128,7 +128,7 @@ class VVALTModel(_VVALTBase):
 
     def __init__(self, config: VVALTConfig, *, param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
         del rngs  # the body's weights come from config.seed through the original's NumPy procedure
-        dtype = _check_dtype(param_dtype)
+        dtype = check_dtype(param_dtype)
         self.config = config
         w = original_weights(config)
         with x64_scope(dtype):
@@ -171,7 +171,7 @@ class _VVALTWithHead(_VVALTBase):
     head_name: str
 
     def __init__(self, config: VVALTConfig, *, param_dtype=jnp.float32, rngs: nnx.Rngs | None = None):
-        dtype = _check_dtype(param_dtype)
+        dtype = check_dtype(param_dtype)
         self.config = config
         self.vvalt = VVALTModel(config, param_dtype=dtype)
         with x64_scope(dtype):
@@ -215,22 +215,6 @@ class VVALTForRegression(_VVALTWithHead):
 
 MODEL_CLASSES = {"base": VVALTModel, "classification": VVALTForSequenceClassification,
                  "regression": VVALTForRegression}
-
-
-def load(path, *, dtype=None) -> _VVALTBase:
-    """Loads any V.V.A.L.T checkpoint directory of ours, picking the class from the stored weight names."""
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    weights = Path(path) / checkpoint.WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{path}: no {checkpoint.WEIGHTS_NAME} (expected a V.V.A.L.T checkpoint directory)")
-    with safe_open(str(weights), framework="numpy") as f:
-        keys = set(f.keys())
-    kind = ("classification" if any(k.startswith("classifier.") for k in keys)
-            else "regression" if any(k.startswith("regressor.") for k in keys) else "base")
-    return MODEL_CLASSES[kind].from_pretrained(path, dtype=dtype)
 
 
 def to_numpy_weights(model: _VVALTBase) -> dict[str, np.ndarray]:

@@ -105,8 +105,22 @@ def test_twin_errors():
         model(x, task_vector=t, labels=torch.tensor([0, 5]))
 
 
-def test_conversion_refuses_unknown_config_and_keys(tmp_path):
+def test_conversion_refuses_unknown_config_and_bad_weights(tmp_path):
+    from safetensors.numpy import save_file
+
+    from jaxmodels.vvalt.convert import config_from_hf
+
     with pytest.raises(ValueError, match=r"unsupported V.V.A.L.T config attribute\(s\) \['num_heads'\]"):
-        convert.config_from_hf({"model_type": "vvalt", "num_heads": 2})
-    with pytest.raises(ValueError, match=r"no V.V.A.L.T conversion rule for tensor\(s\) \['lm_head.weight'\]"):
-        convert.hf_to_flax_tensors({"lm_head.weight": np.zeros(2)})
+        config_from_hf({"model_type": "vvalt", "num_heads": 2})
+    convert.export_hf(VVALTModel(TINY), tmp_path / "hf")
+    tensors = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    tensors["lm_head.weight"] = np.zeros(2, np.float32)
+    tensors["refiner_W1"] = np.zeros((3, 3), np.float32)
+    del tensors["attention_b_output"]
+    save_file(tensors, str(tmp_path / "hf" / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"(?s)3 problem\(s\).*unexpected tensor 'lm_head.weight'.*"
+                                         r"'refiner_W1' has shape \(3, 3\), expected \(13, 29\).*"
+                                         r"missing tensor 'attention_b_output'"):
+        convert.load_hf(tmp_path / "hf")
+    with pytest.raises(FileExistsError, match="already exists"):
+        convert.export_hf(VVALTModel(TINY), tmp_path / "hf")

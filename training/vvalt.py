@@ -1,0 +1,250 @@
+"""Train a V.V.A.L.T classifier or regressor, the whole model: `python -m training.vvalt --help`.
+
+Default data: the task-conditioning demo (training/vvalt_task.py), where the label of an input flips
+between paired tasks, so only a model that reads the task vector beats chance. `--data FILE.npz` trains on
+your arrays instead. Writes to --out: run.json, orbax checkpoints (params, optimizer state, step; the batch
+order follows from the step), metrics.jsonl and the final model (`model/`, loadable with
+`jaxmodels.vvalt.load`). Each eval also scores the model with the task vectors shuffled across samples:
+near chance there means the task conditioning was learned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification
+from training.metrics import MetricsLog, is_finite, progress
+from training.optim import make_optimizer, make_schedule
+from training.rundir import RunDir, RunDirError
+from training.step import make_eval_step, make_train_step
+from training.vvalt_task import Split, batch_indices, demo_task, load_npz
+
+TASKS = {"classification": VVALTForSequenceClassification, "regression": VVALTForRegression}
+PRESETS = {"demo": dict(input_dim=16, frame_dim=16, task_dim=8), "tiny": {}, "base": {}}
+DEMO = dict(steps=400, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=100, save_every=200)
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.vvalt", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="NPZ", help="arrays inputs [N, I], tasks [N, T], labels (default: the demo task)")
+    d.add_argument("--eval-fraction", type=float, default=0.1, help="held-out share of --data")
+    d.add_argument("--num-tasks", type=int, default=4, help="demo: number of tasks (even; paired opposite)")
+    d.add_argument("--train-size", type=int, default=8192, help="demo: training samples")
+    d.add_argument("--eval-size", type=int, default=1024, help="demo: held-out samples")
+    m = p.add_argument_group("model")
+    m.add_argument("--task", default="classification", help="classification | regression")
+    m.add_argument("--preset", default="demo", help="demo (I 16, F 16, T 8) | tiny | base (the seed's sizes)")
+    m.add_argument("--config", metavar="JSON", help="a VVALTConfig JSON file (instead of --preset)")
+    m.add_argument("--num-labels", type=int, help="classes (classification, default 2) or outputs (regression, 1)")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--steps", type=int, default=1000)
+    o.add_argument("--batch-size", type=int, default=64)
+    o.add_argument("--lr", type=float, default=3e-3)
+    o.add_argument("--warmup-steps", type=int, default=50)
+    o.add_argument("--min-lr-ratio", type=float, default=0.1)
+    o.add_argument("--weight-decay", type=float, default=0.0)
+    o.add_argument("--grad-clip", type=float, default=1.0)
+    o.add_argument("--seed", type=int, default=0, help="data, batch order and head initialisation")
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="the run directory")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    r.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
+    r.add_argument("--eval-every", type=int, default=200)
+    r.add_argument("--save-every", type=int, default=500)
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--metrics-path", help="JSONL metrics file (default: OUT/metrics.jsonl)")
+    r.add_argument("--demo", action="store_true", help="a short demo run of the task-conditioning problem")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    if "--demo" in (sys.argv if argv is None else argv):
+        parser.set_defaults(**DEMO)
+    args = parser.parse_args(argv)
+    if args.task not in TASKS:
+        parser.error(f"--task {args.task!r}: choose one of {sorted(TASKS)}")
+    if args.preset not in PRESETS:
+        parser.error(f"--preset {args.preset!r}: choose one of {sorted(PRESETS)}")
+    for name in ("steps", "batch_size", "log_every", "train_size", "eval_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.eval_fraction < 1:
+        parser.error(f"--eval-fraction must lie in (0, 1), got {args.eval_fraction}")
+    return args
+
+
+def make_config(args) -> VVALTConfig:
+    if args.config:
+        config = VVALTConfig.from_json(args.config)
+    else:
+        config = VVALTConfig.preset("tiny" if args.preset == "tiny" else "base", **PRESETS[args.preset])
+    num_labels = args.num_labels or (config.num_labels if args.config else 2 if args.task == "classification" else 1)
+    if args.task == "classification" and num_labels < 2:
+        raise ValueError(f"classification needs num_labels >= 2, got {num_labels}")
+    return config.replace(num_labels=num_labels)
+
+
+def load_data(args, config: VVALTConfig) -> tuple[Split, Split]:
+    if args.data:
+        full = load_npz(args.data, args.task, config.input_dim, config.task_dim, config.num_labels)
+        order = np.random.default_rng([args.seed, 3]).permutation(len(full))
+        n_eval = max(1, int(round(args.eval_fraction * len(full))))
+        return Split(*full.take(order[n_eval:])), Split(*full.take(order[:n_eval]))
+    if args.task == "classification" and config.num_labels != 2:
+        raise ValueError(f"the demo task is binary: use --num-labels 2 for classification, not {config.num_labels}")
+    if args.task == "regression" and config.num_labels != 1:
+        raise ValueError(f"the demo regression has one target: use --num-labels 1, not {config.num_labels}")
+    make = partial(demo_task, args.task, config.input_dim, config.task_dim, num_tasks=args.num_tasks, seed=args.seed)
+    return make(args.train_size, split_seed=0), make(args.eval_size, split_seed=1)
+
+
+def loss_fn(model, batch, key):
+    """batch = (x [B, I], t [B, T], y) -> (loss, {})."""
+    del key  # V.V.A.L.T has no dropout: the step is deterministic
+    x, t, y = batch
+    return model(x, t, labels=y).loss, {}
+
+
+def eval_metrics(model, split: Split, task: str, seed: int) -> dict[str, float]:
+    """Loss and accuracy (or MSE) on a split, with the true task vectors and with them shuffled."""
+    shuffled = split.tasks[np.random.default_rng([seed, 4]).permutation(len(split))]
+    out = {}
+    for suffix, tasks in (("", split.tasks), ("_shuffled_tasks", shuffled)):
+        res = model(split.inputs, tasks, labels=split.labels)
+        if task == "classification":
+            out["accuracy" + suffix] = float(jnp.mean(jnp.argmax(res.logits, -1) == split.labels))
+        else:
+            out["mse" + suffix] = float(res.loss)
+        out["loss" + suffix] = float(res.loss)
+    if task == "regression":
+        out["mse_predicting_zero"] = float(np.mean(split.labels.astype(np.float64) ** 2))
+    return out
+
+
+def run_identity(args, config: VVALTConfig) -> dict:
+    return {"config": json.loads(config.to_json_string()), "task": args.task, "data": args.data or "demo", "num_tasks": args.num_tasks,
+            "train_size": args.train_size, "eval_size": args.eval_size, "eval_fraction": args.eval_fraction,
+            "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
+            "min_lr_ratio": args.min_lr_ratio, "weight_decay": args.weight_decay, "grad_clip": args.grad_clip,
+            "seed": args.seed}
+
+
+def train(args) -> dict:
+    config = make_config(args)
+    train_split, eval_split = load_data(args, config)
+    if args.batch_size > len(train_split):
+        raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(train_split)} training samples")
+    run = RunDir(args.out, run_identity(args, config), resume=args.resume, force=args.force)
+    model = TASKS[args.task](config, rngs=nnx.Rngs(args.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    schedule = make_schedule(args.lr, args.steps, args.warmup_steps, args.min_lr_ratio)
+    tx = make_optimizer(schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
+    opt_state = jax.jit(tx.init)(params)
+    start = 0
+    if args.resume:
+        start, restored, _ = run.restore({"params": nnx.to_pure_dict(params), "opt_state": opt_state})
+        nnx.replace_by_pure_dict(params, restored["params"])
+        opt_state = restored["opt_state"]
+        print(f"resumed {args.out} at step {start}", file=sys.stderr)
+    log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
+    train_step = make_train_step(graphdef, tx, loss_fn)
+    key = jax.random.key(args.seed)
+
+    def evaluate(step):
+        metrics = eval_metrics(nnx.merge(graphdef, params), eval_split, args.task, args.seed)
+        log.write({"step": step, "split": "eval", "lr": float(schedule(step)), "tokens_per_s": None, **metrics})
+        return metrics
+
+    def save(step):
+        run.save(step, {"params": nnx.to_pure_dict(params), "opt_state": opt_state},
+                 {"step": step, "data_position": step * args.batch_size, "seed": args.seed})
+
+    history = {"train": [], "eval": []}
+    bar = progress(args.steps, start, f"vvalt-{args.task}")
+    t_last, samples_since = time.perf_counter(), 0
+    last_saved = start if args.resume else None
+    interrupted = []
+    # Ctrl-C finishes the step in flight (its input state is donated), saves, and exits; a second one aborts.
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)
+                                     if interrupted else interrupted.append(True))
+    try:
+        for step in range(start, args.steps):
+            batch = tuple(jnp.asarray(a) for a in
+                          train_split.take(batch_indices(len(train_split), args.batch_size, step, args.seed)))
+            params, opt_state, metrics = train_step(params, opt_state, batch, key)
+            loss = float(metrics["loss"])
+            if not is_finite(loss):
+                where = f"step {last_saved} in {run.out / 'checkpoints'}" if last_saved is not None else "none yet"
+                raise TrainingError(f"the training loss became {loss} at step {step + 1}; stopped. "
+                                    f"Last good checkpoint: {where}. Lower --lr or check the data.")
+            done = step + 1
+            samples_since += args.batch_size
+            history["train"].append((done, loss))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if done % args.log_every == 0 or done == args.steps:
+                now = time.perf_counter()
+                rate = samples_since / (now - t_last)
+                # one sample is one input vector: tokens_per_s keeps the Hyformer metrics schema
+                log.write({"step": done, "split": "train", "loss": loss, "lr": float(schedule(step)),
+                           "tokens_per_s": rate, "samples_per_s": rate, "grad_norm": float(metrics["grad_norm"])})
+                t_last, samples_since = now, 0
+            if args.eval_every and (done % args.eval_every == 0 or done == args.steps):
+                history["eval"].append((done, evaluate(done)))
+                bar.write(f"step {done}: train loss {loss:.4f}  eval " +
+                          "  ".join(f"{k} {v:.4f}" for k, v in history["eval"][-1][1].items()))
+            if args.save_every and done % args.save_every == 0 or interrupted:
+                save(done)
+                last_saved = done
+            if interrupted:
+                bar.close()
+                print(f"\ninterrupted: saved step {done} to {run.out / 'checkpoints'}; continue with --resume",
+                      file=sys.stderr)
+                raise SystemExit(130)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+    bar.close()
+    if run.latest_step() != args.steps:
+        save(args.steps)
+    log.close()
+    nnx.merge(graphdef, params).save_pretrained(run.model_dir)
+    print(f"saved the model to {run.model_dir} (jaxmodels.vvalt.load)", file=sys.stderr)
+    run.close()
+    return history
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        history = train(args)
+    except (RunDirError, TrainingError, ValueError, FileNotFoundError, IsADirectoryError) as e:
+        sys.exit(f"error: {e}")
+    if history["eval"]:
+        step, metrics = history["eval"][-1]
+        if args.task == "classification":
+            print(f"step {step}: eval accuracy {metrics['accuracy']:.3f} with the task vectors, "
+                  f"{metrics['accuracy_shuffled_tasks']:.3f} with them shuffled (a task-blind model: 0.5 on the demo)")
+        else:
+            print(f"step {step}: eval MSE {metrics['mse']:.4f} with the task vectors, "
+                  f"{metrics['mse_shuffled_tasks']:.4f} shuffled, {metrics['mse_predicting_zero']:.4f} predicting 0")
+
+
+if __name__ == "__main__":
+    main()
