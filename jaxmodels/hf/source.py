@@ -100,8 +100,9 @@ class SafetensorsCheckpoint:
         dtype = np.dtype(NUMPY_DTYPES[entries[key]["dtype"]])
         shape = tuple(entries[key]["shape"])
         try:
-            array = np.fromfile(self.directory / name, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                                offset=data_start + begin)
+            # Read raw bytes and reinterpret: numpy has no fast path for extension dtypes such as bfloat16.
+            array = np.fromfile(self.directory / name, dtype=np.uint8, count=end - begin,
+                                offset=data_start + begin).view(dtype)
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{self.directory / name}: cannot read tensor {key!r} ({e})") from None
         return array.reshape(shape)

@@ -70,7 +70,8 @@ def _write_file(path: Path, tensors: Sequence[PlannedTensor], metadata: dict[str
             if array.shape != t.shape or array.dtype != t.dtype:
                 raise ValueError(f"tensor {t.key!r} came out as {array.dtype}{list(array.shape)}, "
                                  f"planned {np.dtype(t.dtype)}{list(t.shape)}")
-            np.ascontiguousarray(array).tofile(f)  # no bytes copy: peak memory stays one tensor
+            # Raw bytes (fast for extension dtypes such as bfloat16), no copy: peak memory stays one tensor.
+            np.ascontiguousarray(array).reshape(-1).view(np.uint8).tofile(f)
         f.flush()
         os.fsync(f.fileno())
 
