@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numba
 import numpy as np
 
+import kernels.numba_config  # noqa: F401  (threading layer before the first parallel kernel)
+
 from kernels.seeding import as_generator
 
 
