@@ -32,7 +32,7 @@ from jaxmodels.vvalt.model import to_numpy_weights
 
 TWIN_SOURCE = Path(__file__).with_name("vvalt_torch.py")
 
-__all__ = ["export_hf", "flax_to_hf_tensors", "load_hf"]
+__all__ = ["export_hf", "flax_to_hf_tensors", "from_hf", "load_hf", "to_hf", "verify_export"]
 
 
 def flax_to_hf_tensors(model) -> dict[str, np.ndarray]:
@@ -61,3 +61,37 @@ def export_hf(model, path: str | os.PathLike, *, overwrite: bool = False, max_sh
         (tmp / "config.json").write_text(json.dumps(config_to_hf(model.config, kind), indent=2) + "\n")
         shutil.copyfile(TWIN_SOURCE, tmp / "modeling_vvalt.py")
     return Path(path)
+
+
+def to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False, max_shard_bytes: int | None = None,
+          dtype=None) -> Path:
+    """Our checkpoint directory (or a training run holding one in model/) -> a transformers directory."""
+    src = Path(src)
+    if (src / "run.json").is_file() and (src / "model" / "config.json").is_file():
+        src = src / "model"
+    return export_hf(load_hf(src), dst, overwrite=force, max_shard_bytes=max_shard_bytes, dtype=dtype)
+
+
+def from_hf(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False, dtype=None) -> Path:
+    """A transformers V.V.A.L.T directory (the twin's) -> our checkpoint directory."""
+    load_hf(src, dtype=dtype).save_pretrained(dst, overwrite=force)
+    return Path(dst)
+
+
+def verify_export(model, hf_dir: str | os.PathLike, *, batch: int = 4, seed: int = 0) -> float:
+    """Runs `model` and the exported twin on the same random inputs; returns the largest output difference."""
+    import torch
+
+    from interop import vvalt_torch
+
+    kind = kind_of(param_shapes(model), type(model).__name__)
+    cls = {"base": vvalt_torch.VVALTModel, "classification": vvalt_torch.VVALTForSequenceClassification,
+           "regression": vvalt_torch.VVALTForRegression}[kind]
+    twin = cls.from_pretrained(hf_dir).eval()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, model.config.input_dim)).astype(np.float32)
+    t = rng.standard_normal((batch, model.config.task_dim)).astype(np.float32)
+    with torch.no_grad():
+        theirs = twin(torch.from_numpy(x), task_vector=torch.from_numpy(t)).last_hidden_state.double().numpy()
+    ours = np.asarray(model(x, t).last_hidden_state, np.float64)
+    return float(np.max(np.abs(ours - theirs)))

@@ -57,6 +57,12 @@ class VVALTConfig(ConfigMixin):
         if not isinstance(self.graph_propagation, bool):
             raise ValueError(f"VVALTConfig.graph_propagation must be a bool, got {self.graph_propagation!r}")
 
+    def save_pretrained(self, directory) -> None:
+        """Writes `directory/config.json` (as the seed's `config.save_pretrained(path)`)."""
+        from pathlib import Path
+
+        self.to_json(Path(directory) / "config.json")
+
     @property
     def resolved_hidden_dim(self) -> int:
         """H: the refiner's hidden width, 2 * frame_dim unless set."""

@@ -91,7 +91,7 @@ def test_bad_config_values(field, value, msg):
 
 def test_config_json_round_trip_and_unknown_fields(tmp_path):
     path = tmp_path / "config.json"
-    TINY.to_json(path)
+    TINY.save_pretrained(tmp_path)
     assert VVALTConfig.from_json(path) == TINY
     data = json.loads(path.read_text())
     data["num_heads"] = 4

@@ -124,3 +124,17 @@ def test_conversion_refuses_unknown_config_and_bad_weights(tmp_path):
         convert.load_hf(tmp_path / "hf")
     with pytest.raises(FileExistsError, match="already exists"):
         convert.export_hf(VVALTModel(TINY), tmp_path / "hf")
+
+
+def test_cli_style_conversions_both_ways(tmp_path):
+    model = VVALTForRegression(TINY.replace(num_labels=2))
+    model.save_pretrained(tmp_path / "ours")
+    convert.to_hf(tmp_path / "ours", tmp_path / "hf", max_shard_bytes=2000)
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()  # sharded on request
+    assert convert.verify_export(model, tmp_path / "hf") < 1e-5
+    convert.from_hf(tmp_path / "hf", tmp_path / "back")
+    again = VVALTForRegression.from_pretrained(tmp_path / "back")
+    x, t = inputs(TINY, batch=2)
+    np.testing.assert_array_equal(np.asarray(again(x, t).logits), np.asarray(model(x, t).logits))
+    with pytest.raises(ValueError, match="holds a VVALTForRegression checkpoint, not a VVALTModel"):
+        VVALTModel.from_pretrained(tmp_path / "back")
