@@ -22,6 +22,7 @@ from interop.hf_hyformer import HyformerConfig, HyformerForCausalLM, HyformerMod
 from jaxmodels import Hyformer
 from jaxmodels import HyformerConfig as FlaxHyformerConfig
 from jaxmodels.checkpoint import flat_params
+from jaxmodels.hf.tables import HYFORMER
 
 CFG = FlaxHyformerConfig.tiny(num_prediction_tasks=3)  # V 17, D 24, 4 heads (H 6), 2 layers, max_seq_len 31
 B, T = 3, 13
@@ -30,17 +31,12 @@ TIED = {"heads.lm.weight", "heads.mlm.weight"}
 
 
 def twin_from_flax(model: Hyformer) -> HyformerForCausalLM:
-    """Copies the Flax weights into a new twin, by name: einsum kernels [in..., out...] become torch weights
-    [out, in] (q/k/v [D, N, H] -> [N*H, D], o [N, H, D] -> [D, N*H]); prediction_head is heads.prediction."""
-    d = model.config.d_model
+    """Copies the Flax weights into a new twin through the conversion key table (jaxmodels/hf/tables.py)."""
     twin = HyformerForCausalLM(HyformerConfig(**dataclasses.asdict(model.config))).eval()
     state = {}
     for key, value in flat_params(model).items():
-        name = key.replace("prediction_head.", "heads.prediction.")
-        if key.endswith(".kernel"):
-            name = name.removesuffix("kernel") + "weight"
-            value = value.reshape(-1, d).T if ".attn.o_proj." in key else value.reshape(value.shape[0], -1).T
-        state[name] = torch.from_numpy(np.array(value, order="C"))
+        name, transform = HYFORMER.to_hf(key)
+        state[name] = torch.from_numpy(np.array(transform.to_hf(np.asarray(value)), order="C"))
     missing, unexpected = twin.load_state_dict(state, strict=False)
     assert set(missing) == TIED and not unexpected, (missing, unexpected)
     assert twin.heads.lm.weight is twin.embed.weight and twin.heads.mlm.weight is twin.embed.weight
