@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmodels.hf.convert import param_shapes, stored_key
+from jaxmodels.hf.source import SafetensorsCheckpoint
 from jaxmodels.hf.writer import PlannedTensor, write_shards
 from jaxmodels.io import atomic_directory
 from jaxmodels.vvalt.convert import VVALT_TABLE, config_to_hf, kind_of
@@ -32,7 +33,7 @@ from jaxmodels.vvalt.model import to_numpy_weights
 
 TWIN_SOURCE = Path(__file__).with_name("vvalt_torch.py")
 
-__all__ = ["export_hf", "flax_to_hf_tensors", "from_hf", "load_hf", "to_hf", "verify_export"]
+__all__ = ["export_hf", "flax_to_hf_tensors", "from_hf", "load_hf", "to_hf", "verify_dirs", "verify_export"]
 
 
 def flax_to_hf_tensors(model) -> dict[str, np.ndarray]:
@@ -63,19 +64,36 @@ def export_hf(model, path: str | os.PathLike, *, overwrite: bool = False, max_sh
     return Path(path)
 
 
+def _summary(directory: Path) -> dict:
+    ckpt = SafetensorsCheckpoint(directory)
+    return {"model_type": "vvalt", "tensors": len(ckpt.keys()), "total_size": ckpt.total_bytes()}
+
+
 def to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False, max_shard_bytes: int | None = None,
-          dtype=None) -> Path:
-    """Our checkpoint directory (or a training run holding one in model/) -> a transformers directory."""
+          dtype=None) -> dict:
+    """Our checkpoint directory (or a training run holding one in model/) -> a transformers directory.
+    Returns {"model_type", "tensors", "total_size"} as jaxmodels-convert prints it."""
     src = Path(src)
     if (src / "run.json").is_file() and (src / "model" / "config.json").is_file():
         src = src / "model"
-    return export_hf(load_hf(src), dst, overwrite=force, max_shard_bytes=max_shard_bytes, dtype=dtype)
+    export_hf(load_hf(src), dst, overwrite=force, max_shard_bytes=max_shard_bytes, dtype=dtype)
+    return _summary(Path(dst))
 
 
-def from_hf(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False, dtype=None) -> Path:
-    """A transformers V.V.A.L.T directory (the twin's) -> our checkpoint directory."""
-    load_hf(src, dtype=dtype).save_pretrained(dst, overwrite=force)
-    return Path(dst)
+def from_hf(src: str | os.PathLike, dst: str | os.PathLike, *, force: bool = False, max_shard_bytes: int | None = None,
+            dtype=None) -> dict:
+    """A transformers V.V.A.L.T directory (the twin's) -> our checkpoint directory (dtype float32 or float64)."""
+    load_hf(src, dtype=dtype).save_pretrained(dst, overwrite=force, max_shard_bytes=max_shard_bytes)
+    return _summary(Path(dst))
+
+
+def verify_dirs(hf_dir: str | os.PathLike, ours_dir: str | os.PathLike, *, tolerance: float = 1e-5) -> float:
+    """jaxmodels-convert --verify: Flax (ours_dir) vs the twin (hf_dir) on random inputs; raises past tolerance."""
+    diff = verify_export(load_hf(ours_dir), hf_dir)
+    print(f"verify: max |output difference| = {diff:.3g} (tolerance {tolerance:g})")
+    if not diff <= tolerance:
+        raise ValueError(f"V.V.A.L.T outputs differ by {diff:.3g}, more than the tolerance {tolerance:g}")
+    return diff
 
 
 def verify_export(model, hf_dir: str | os.PathLike, *, batch: int = 4, seed: int = 0) -> float:

@@ -108,9 +108,9 @@ class _VVALTBase(nnx.Module):
         out = self(inputs_embeds, task_vector, graph_adj, return_trace=True)
         return out.trace.explain(index)
 
-    def save_pretrained(self, path, *, overwrite: bool = True):
-        """config.json + model.safetensors keyed by parameter path, written atomically."""
-        return checkpoint.save_model(self, self.config, path, overwrite=overwrite)
+    def save_pretrained(self, path, *, overwrite: bool = True, max_shard_bytes: int | None = None):
+        """config.json + model.safetensors (or shards + index) keyed by parameter path, written atomically."""
+        return checkpoint.save_model(self, self.config, path, overwrite=overwrite, max_shard_bytes=max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls, path, *, dtype=None):

@@ -129,9 +129,10 @@ def test_conversion_refuses_unknown_config_and_bad_weights(tmp_path):
 def test_cli_style_conversions_both_ways(tmp_path):
     model = VVALTForRegression(TINY.replace(num_labels=2))
     model.save_pretrained(tmp_path / "ours")
-    convert.to_hf(tmp_path / "ours", tmp_path / "hf", max_shard_bytes=2000)
+    summary = convert.to_hf(tmp_path / "ours", tmp_path / "hf", max_shard_bytes=2000)
+    assert summary["model_type"] == "vvalt" and summary["tensors"] == 24
     assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()  # sharded on request
-    assert convert.verify_export(model, tmp_path / "hf") < 1e-5
+    assert convert.verify_dirs(tmp_path / "hf", tmp_path / "ours") < 1e-5
     convert.from_hf(tmp_path / "hf", tmp_path / "back")
     again = VVALTForRegression.from_pretrained(tmp_path / "back")
     x, t = inputs(TINY, batch=2)
