@@ -7,6 +7,7 @@ left; positions count real tokens only, so each row generates as it would alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 
-def _filter_logits(logits: jax.Array, top_k: int | None, top_p: float | None) -> jax.Array:
+def _filter_logits(logits: jax.Array, top_k: int | None, top_p: jax.Array | None) -> jax.Array:
     """Masks logits [B, V] outside the top-k set and outside the smallest set with probability >= top_p."""
     neg = jnp.finfo(logits.dtype).min
     if top_k is not None:
@@ -31,16 +32,16 @@ def _filter_logits(logits: jax.Array, top_k: int | None, top_p: float | None) ->
 
 
 def _next_token(logits, key, temperature, top_k, top_p):
-    """logits [B, V] -> token ids [B] int32."""
-    if temperature == 0.0:
+    """logits [B, V] -> token ids [B] int32; temperature None means greedy."""
+    if temperature is None:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = _filter_logits(logits.astype(jnp.float32) / temperature, top_k, top_p)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_k", "top_p", "eos_token_id",
-                                   "pad_token_id"))
-def _generate(graphdef, state, input_ids, attention_mask, key, *, max_new_tokens, temperature, top_k, top_p,
+# temperature and top_p are traced (changing them does not recompile); whether they apply is static.
+@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "top_k", "eos_token_id", "pad_token_id"))
+def _generate(graphdef, state, input_ids, attention_mask, key, temperature, top_p, *, max_new_tokens, top_k,
               eos_token_id, pad_token_id):
     model = nnx.merge(graphdef, state)
     b, t = input_ids.shape
@@ -59,7 +60,7 @@ def _generate(graphdef, state, input_ids, attention_mask, key, *, max_new_tokens
         tok = jnp.where(done, pad_token_id, tok)
         tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, t + i))
         if eos_token_id is not None:
-            done = done | (tok == eos_token_id)
+            done = done | jnp.isin(tok, jnp.asarray(eos_token_id, jnp.int32))
         out = model(tok[:, None], task="lm", attention_mask=jnp.ones((b, 1), jnp.int32), kv_caches=cache)
         return i + 1, tokens, out.extras["kv_caches"], out.logits[:, -1], done, key
 
@@ -68,13 +69,14 @@ def _generate(graphdef, state, input_ids, attention_mask, key, *, max_new_tokens
 
 
 def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
-             top_p: float | None = None, seed: int = 0, eos_token_id: int | None = None,
+             top_p: float | None = None, seed: int = 0, eos_token_id: int | Sequence[int] | None = None,
              attention_mask=None, pad_token_id: int | None = None) -> jax.Array:
     """Returns token ids [B, T + max_new_tokens]: the prompt followed by the new tokens.
 
     temperature 0 is greedy; otherwise sampling from softmax(logits / temperature) restricted by top_k and
     top_p, driven by `seed` (same seed, same tokens). Once a row emits eos_token_id, the rest of it is
-    pad_token_id (default: eos_token_id, else 0); the loop stops early when every row is done.
+    pad_token_id (default: the first eos_token_id, else 0); the loop stops early when every row is done.
+    eos_token_id may list several ids (as Qwen2 configs do).
     """
     input_ids = jnp.asarray(input_ids, jnp.int32)
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
@@ -101,10 +103,14 @@ def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: flo
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_ids.shape)}")
     if not bool(jnp.all(attention_mask[:, -1] == 1)):
         raise ValueError("generation needs left padding: the last prompt position of every row must be a real token")
+    if eos_token_id is not None:
+        eos_token_id = tuple(int(e) for e in np.atleast_1d(eos_token_id))
     if pad_token_id is None:
-        pad_token_id = eos_token_id if eos_token_id is not None else 0
+        pad_token_id = eos_token_id[0] if eos_token_id else 0
     graphdef, state = nnx.split(model)
+    sampled = temperature > 0
     return _generate(graphdef, state, input_ids, attention_mask, jax.random.key(seed),
-                     max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=top_k,
-                     top_p=None if top_p is None else float(top_p), eos_token_id=eos_token_id,
-                     pad_token_id=int(pad_token_id))
+                     jnp.float32(temperature) if sampled else None,
+                     jnp.float32(top_p) if sampled and top_p is not None else None,
+                     max_new_tokens=int(max_new_tokens), top_k=top_k if sampled else None,
+                     eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))

@@ -14,19 +14,14 @@ def model():
     return Hyformer.from_config(CFG, seed=4)
 
 
-def argmax_loop(model, ids, n):
-    ids = np.asarray(ids)
-    for _ in range(n):
-        logits = np.asarray(model(jnp.asarray(ids), "lm").logits)[:, -1]
-        ids = np.concatenate([ids, logits.argmax(-1)[:, None]], axis=1)
-    return ids
-
-
 def test_greedy_matches_full_forward_argmax(model):
+    """Each generated token is the argmax of a full (uncached) forward pass over everything before it."""
     prompt = np.random.RandomState(0).randint(0, 17, (2, 5))
     out = np.asarray(generate(model, prompt, 9))
     assert out.shape == (2, 14)
-    np.testing.assert_array_equal(out, argmax_loop(model, prompt, 9))
+    np.testing.assert_array_equal(out[:, :5], prompt)
+    logits = np.asarray(model(jnp.asarray(out), "lm").logits)  # causal: position t sees tokens <= t only
+    np.testing.assert_array_equal(out[:, 5:], logits[:, 4:13].argmax(-1))
 
 
 def test_left_padded_batch_equals_each_row_alone(model):
@@ -48,6 +43,10 @@ def test_eos_stops_and_pads(model):
     first = 5 + list(free[0, 5:]).index(eos)
     np.testing.assert_array_equal(out[0, :first + 1], free[0, :first + 1])
     assert np.all(out[0, first + 1:] == 16)
+    several = np.asarray(generate(model, prompt, 9, eos_token_id=[int(free[1, 6]), eos], pad_token_id=16))
+    np.testing.assert_array_equal(several[0], out[0])  # a list of EOS ids stops on any of them
+    first = 5 + list(free[1, 5:]).index(int(free[1, 6]))
+    assert np.all(several[1, first + 1:] == 16)
 
 
 def test_sampling_is_seeded(model):
@@ -67,10 +66,9 @@ def test_top_k_restricts_the_support(model):
     """With top_k=2, every sampled token is one of the two most likely under the model."""
     prompt = np.random.RandomState(2).randint(0, 17, (4, 3))
     out = np.asarray(generate(model, prompt, 6, temperature=5.0, top_k=2, seed=1))
+    top2 = np.argsort(-np.asarray(model(jnp.asarray(out), "lm").logits), axis=-1)[:, :, :2]  # [B, T, 2]
     for t in range(3, 9):
-        logits = np.asarray(model(jnp.asarray(out[:, :t]), "lm").logits)[:, -1]
-        top2 = np.argsort(-logits, axis=-1)[:, :2]
-        assert all(out[r, t] in top2[r] for r in range(4))
+        assert all(out[r, t] in top2[r, t - 1] for r in range(4))
 
 
 @pytest.mark.parametrize("kw, message", [

@@ -101,8 +101,11 @@ def test_cached_decoding_equals_full_forward(model, left_pad):
     real = mask[:, :6].astype(bool)  # padding positions have no real key to attend to: their output is arbitrary
     np.testing.assert_allclose(np.asarray(out.logits)[real], full[:, :6][real], atol=1e-5)
     cache = out.extras["kv_caches"]
+    graphdef, state = nnx.split(model)
+    step = jax.jit(lambda s, tok, c: nnx.merge(graphdef, s)(tok, "lm", attention_mask=jnp.ones((2, 1), jnp.int32),
+                                                          kv_caches=c))
     for t in range(6, 14):
-        out = model(jnp.asarray(ids[:, t:t + 1]), "lm", attention_mask=jnp.ones((2, 1), jnp.int32), kv_caches=cache)
+        out = step(state, jnp.asarray(ids[:, t:t + 1]), cache)
         cache = out.extras["kv_caches"]
         np.testing.assert_allclose(out.logits[:, 0], full[:, t], atol=1e-5, err_msg=f"step {t}")
     assert int(cache.index) == 14
