@@ -16,15 +16,16 @@ from jaxmodels.htfr.model import HTFRModel
 class _HTFREstimator:
     loss = "mse"
 
-    def __init__(self, n_tensors: int = 64, *, top_k: int = 8, train_top_k: int = 16, eta: float = 0.05,
+    def __init__(self, n_tensors: int = 32, *, top_k: int = 16, train_top_k: int = 32, eta: float = 0.1,
                  eta_g: float = 0.005, max_knn_radius: float = 1.0, weight_mode: str = "softmax", tau: float = 1.0,
-                 epochs: int = 5, init: str = "kmeans", mode: str = "sequential", chunk_size: int = 64,
+                 epochs: int = 10, init: str = "kmeans", mode: str = "sequential", chunk_size: int = 64,
                  seed: int = 0):
         if init not in ("kmeans", "random"):
             raise ValueError(f"{type(self).__name__}: init must be 'kmeans' or 'random', got {init!r}")
         self.n_tensors, self.top_k, self.train_top_k = n_tensors, top_k, train_top_k
         self.eta, self.eta_g, self.max_knn_radius, self.weight_mode = eta, eta_g, max_knn_radius, weight_mode
-        self.tau, self.epochs, self.init, self.mode, self.chunk_size, self.seed = tau, epochs, init, mode, chunk_size, seed
+        self.tau, self.epochs, self.init, self.mode = tau, epochs, init, mode
+        self.chunk_size, self.seed = chunk_size, seed
         self.model_: HTFRModel | None = None
 
     def _config(self) -> HTFRConfig:

@@ -70,7 +70,8 @@ def _active_light(state: FieldState, d, k: int, cfg: HTFRConfig):
 def _active(state: FieldState, d, k: int, cfg: HTFRConfig):
     """_active_light plus the gathered controls C [K, 3, O]."""
     idx, valid, absd, lam, w, dw = _active_light(state, d, k, cfg)
-    return idx, valid, absd, lam, w, dw, state.controls[idx].astype(_F32)
+    ck = state.controls.at[idx].get(mode="promise_in_bounds", unique_indices=True)  # top_k indices are distinct
+    return idx, valid, absd, lam, w, dw, ck.astype(_F32)
 
 
 def loss_and_error(yhat, y, loss: str):
@@ -159,13 +160,50 @@ def _bookkeep(state: FieldState, idx, valid, absd, loss, x, live, cfg: HTFRConfi
     return state, do, idle, n
 
 
+def _blocks(k: int) -> int:
+    """Active slots per block: blocks of [KB, 3, O] control rows stay in cache between reading and writing."""
+    for kb in (128, 64, 32):
+        if k % kb == 0 and k > kb:
+            return kb
+    return k
+
+
+def _blocked_predict(controls, idx, v):
+    """sum_i v[i] . C[idx[i]] -> [O], block by block: controls [M, 3, O], idx [K], v [K, 3]."""
+    kb = _blocks(idx.shape[0])
+    ib, vb = idx.reshape(-1, kb), v.reshape(-1, kb * 3)
+
+    def body(b, acc):
+        ck = controls.at[ib[b]].get(mode="promise_in_bounds", unique_indices=True)  # [KB, 3, O]
+        return acc + vb[b] @ ck.reshape(kb * 3, -1).astype(_F32)
+
+    return jax.lax.fori_loop(0, ib.shape[0], body, jnp.zeros(controls.shape[2], _F32))
+
+
+def _blocked_update(controls, idx, u, e):
+    """C[idx[i]] += u[i] e^T for idx [K], u [K, 3], e [O]; also returns e . C[idx[i]][j] before the update
+    [K, 3]. Each block of rows is read once, used for both, and written back while still in cache."""
+    kb = _blocks(idx.shape[0])
+    ib, ub = idx.reshape(-1, kb), u.reshape(-1, kb, 3)
+
+    def body(b, carry):
+        controls, ec = carry
+        ck = controls.at[ib[b]].get(mode="promise_in_bounds", unique_indices=True).astype(_F32)  # [KB, 3, O]
+        ec = ec.at[b].set(ck.reshape(kb * 3, -1) @ e)
+        new = (ck + ub[b][:, :, None] * e[None, None, :]).astype(controls.dtype)
+        return controls.at[ib[b]].set(new, mode="promise_in_bounds", unique_indices=True), ec
+
+    controls, ec = jax.lax.fori_loop(0, ib.shape[0], body, (controls, jnp.zeros((ib.shape[0], kb * 3), _F32)))
+    return controls, ec.reshape(-1, 3)
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "loss"), donate_argnums=(0,))
 def train_sequential(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: str):
     """Exact per-sample online updates, in order, for one chunk: x [T, D], targets y [T, ...], mask [T] bool
     (False = padding, a no-op) -> (state, predictions before each update [T, O], losses [T]).
 
-    The normals are kept as n_i = alpha_i (N0_i - sum_s beta[s, i] x_s) during the chunk, so distances cost
-    alpha * (G0[t] - Gram[:, t] . beta) with G0 = X N0^T [T, M] and Gram = X X^T [T, T] computed once as
+    The normals are kept as n_i = alpha_i (N0_i - sum_s beta[i, s] x_s) during the chunk, so distances cost
+    alpha * (G0[t] - beta . Gram[:, t]) with G0 = X N0^T [T, M] and Gram = X X^T [T, T] computed once as
     matmuls, instead of reading all of N [M, D] per sample; N is materialised once at the end of the chunk.
     This is algebraically the per-sample rule. The controls are updated in place, active rows only. (Keeping
     them low rank as well was measured slower: the end-of-chunk product costs more than the row updates.)
@@ -173,43 +211,42 @@ def train_sequential(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: st
     x = x.astype(_F32)
     t_len = x.shape[0]
     k = cfg.train_top_k
-    m, o = state.size, state.output_dim
+    m = state.size
     g0 = x @ state.normals.astype(_F32).T  # [T, M]
     gram = x @ x.T  # [T, T]
-    low_rank = (jnp.ones(m, _F32), jnp.zeros((t_len, m), _F32))
+    low_rank = (jnp.ones(m, _F32), jnp.zeros((m, t_len), _F32))  # alpha [M], beta [M, T]
 
     def step(carry, inp):
         state, g0, (alpha, beta) = carry
         t, xt, yt, live = inp
-        proj = alpha * (g0[t] - gram[:, t] @ beta)  # [M], n_i . x_t
+        proj = alpha * (g0[t] - beta @ gram[:, t])  # [M], n_i . x_t
         d = proj + state.deltas
-        idx, valid, absd, lam, w, dw, ck = _active(state, d, k, cfg)
-        ck2 = ck.reshape(-1, o)  # [K * 3, O]
+        idx, valid, absd, lam, w, dw = _active_light(state, d, k, cfg)
         v = lam[:, None] * w  # [K, 3]
-        yhat = v.reshape(-1) @ ck2
+        yhat = _blocked_predict(state.controls, idx, v)
         l, e = loss_and_error(yhat, yt, loss)
         upd = valid & live
-        dc = -cfg.eta * v[:, :, None] * e[None, None, :]  # [K, 3, O]
-        controls = state.controls.at[idx].add(jnp.where(upd[:, None, None], dc, 0.0).astype(state.controls.dtype))
-        c = jnp.sum((ck2 @ e).reshape(-1, 3) * dw, axis=-1)  # e . (C_i dw_i) with the pre-update C, [K]
+        controls, ec = _blocked_update(state.controls, idx, jnp.where(upd[:, None], -cfg.eta * v, 0.0), e)
+        c = jnp.sum(ec * dw, axis=-1)  # e . (C_i dw_i) with the pre-update C, [K]
         moves = upd & jnp.any(dw != 0, axis=-1)
         coef = jnp.where(moves, cfg.eta_g * lam * c, 0.0)  # [K]
         p = proj[idx]
         r = jnp.sqrt(jnp.maximum(1.0 - 2.0 * coef * p + coef * coef * gram[t, t], 1e-30))  # ||n_i - coef x_t||
         a_old = alpha[idx]
         alpha = alpha.at[idx].set(jnp.where(moves, a_old / r, a_old))
-        beta = beta.at[t, idx].set(jnp.where(moves, coef / a_old, 0.0))
-        state = state.replace(controls=controls, deltas=state.deltas.at[idx].add(-coef))
+        beta = beta.at[idx, t].set(jnp.where(moves, coef / a_old, 0.0))
+        state = state.replace(controls=controls, deltas=state.deltas.at[idx].add((-coef).astype(state.deltas.dtype)))
         state, do, idle, n = _bookkeep(state, idx, valid, absd, l, xt, live, cfg)
         # a relocated tensor restarts from its new normal (written into N0 by _bookkeep): reset its terms
         g0 = g0.at[:, idle].set(jnp.where(do, x @ n, g0[:, idle]))
         alpha = alpha.at[idle].set(jnp.where(do, 1.0, alpha[idle]))
-        beta = beta.at[:, idle].set(jnp.where(do, 0.0, beta[:, idle]))
+        beta = beta.at[idle].set(jnp.where(do, 0.0, beta[idle]))
         return (state, g0, (alpha, beta)), (yhat, l)
 
     (state, _, (alpha, beta)), (yhat, losses) = jax.lax.scan(
         step, (state, g0, low_rank), (jnp.arange(t_len), x, y, mask))
-    normals = alpha[:, None] * (state.normals.astype(_F32) - beta.T @ x)  # [M, D]
+    # beta is [M, T] so this product has its contracting axis last (XLA:CPU's fast dot path)
+    normals = alpha[:, None] * (state.normals.astype(_F32) - beta @ x)  # [M, D]
     return state.replace(normals=normals.astype(state.normals.dtype)), yhat, losses
 
 
@@ -224,20 +261,21 @@ def train_batched(state: FieldState, x, y, mask, *, cfg: HTFRConfig, loss: str):
     idx, valid, absd, lam, w, dw = jax.vmap(lambda di: _active_light(state, di, k, cfg))(d)
     valid = valid & mask[:, None]
     rows = jnp.arange(b)[:, None]
-    v = jnp.zeros((b, m, 3), _F32).at[rows, idx].add(jnp.where(valid[..., None], lam[..., None] * w, 0.0))
-    controls = state.controls.astype(_F32)
-    yhat = jnp.einsum("BMJ,MJO->BO", v, controls)
+    # scattered [M, ..., B] (batch last) so every product below has its contracting axis last (fast dot path)
+    vt = jnp.zeros((m, 3, b), _F32).at[idx, :, rows].add(jnp.where(valid[..., None], lam[..., None] * w, 0.0))
+    controls = state.controls.astype(_F32).reshape(m * 3, -1)  # [M * 3, O]
+    yhat = jnp.einsum("RB,RO->BO", vt.reshape(m * 3, b), controls)
     losses, e = jax.vmap(lambda a, t: loss_and_error(a, t, loss))(yhat, y)
     e = jnp.where(mask[:, None], e, 0.0)
-    ec = jnp.einsum("BO,MJO->BMJ", e, controls)  # e_b . C_i[j] for every tensor
-    c = jnp.sum(jnp.take_along_axis(ec, idx[..., None], axis=1) * dw, axis=-1)  # [B, K]
+    ec = (controls @ e.T).reshape(m, 3, b)  # e_b . C_i[j] for every tensor
+    c = jnp.sum(ec[idx, :, rows] * dw, axis=-1)  # [B, K]
     moves = valid & jnp.any(dw != 0, axis=-1)
-    coef = jnp.zeros((b, m), _F32).at[rows, idx].add(jnp.where(moves, cfg.eta_g * lam * c, 0.0))  # [B, M]
-    normals = state.normals.astype(_F32) - coef.T @ x
+    coef = jnp.zeros((m, b), _F32).at[idx, rows].add(jnp.where(moves, cfg.eta_g * lam * c, 0.0))  # [M, B]
+    normals = state.normals.astype(_F32) - coef @ x
     normals = normals / jnp.linalg.norm(normals, axis=1, keepdims=True)
-    controls = controls - cfg.eta * jnp.einsum("BMJ,BO->MJO", v, e)
+    controls = (controls - cfg.eta * vt.reshape(m * 3, b) @ e).reshape(m, 3, -1)
     state = state.replace(normals=normals.astype(state.normals.dtype),
-                          deltas=state.deltas - jnp.sum(coef, axis=0),
+                          deltas=(state.deltas - jnp.sum(coef, axis=1)).astype(state.deltas.dtype),
                           controls=controls.astype(state.controls.dtype))
 
     def keep(s, inp):

@@ -63,5 +63,5 @@ def test_original_errors(tmp_path):
     with pytest.raises(KeyError, match="no '<stage>_tensor_normals' key; not an original HTFT checkpoint"):
         load_original_checkpoint(tmp_path / "other.npz")
     np.savez(tmp_path / "partial.npz", stage2_tensor_normals=np.ones((2, 3), np.float16))
-    with pytest.raises(KeyError, match=r"not a complete original stage 'stage2'; missing keys \['stage2_tensor_deltas'"):
+    with pytest.raises(KeyError, match=r"not a complete original stage 'stage2'; missing keys \['stage2_tensor_delt"):
         load_original_checkpoint(tmp_path / "partial.npz")

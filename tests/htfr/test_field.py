@@ -121,6 +121,32 @@ def test_save_load_round_trip(tmp_path, small_model, data):
     assert loaded.config == small_model.config and loaded.interpolations == small_model.interpolations
     for a, b in zip(jax.tree.leaves(jax.device_get(loaded.state)), jax.tree.leaves(jax.device_get(small_model.state))):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(loaded.predict_and_update(x[12:], y[12:]), small_model.predict_and_update(x[12:], y[12:]))
+    np.testing.assert_array_equal(loaded.predict_and_update(x[12:], y[12:]),
+                                  small_model.predict_and_update(x[12:], y[12:]))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_field(tmp_path / "missing.npz")
+
+
+def test_float16_state_stays_float16(data):
+    import jax.numpy as jnp
+
+    cfg = HTFRConfig(top_k=3, train_top_k=4, chunk_size=8, max_knn_radius=0.3, error_threshold=0.1,
+                     relocation_interval=2, max_error_queue=4)
+    model = HTFRModel.from_arrays(random_tensors(M, D, O, seed=0), cfg, dtype=jnp.float16)
+    x, y = data
+    model.predict_and_update(x[:9], y[:9])
+    model.predict_and_update(x[9:], y[9:], mode="batched")
+    s = model.state
+    assert {str(a.dtype) for a in (s.normals, s.deltas, s.dneg, s.dpos, s.controls, s.usage)} == {"float16"}
+    assert model.diagnostics()["relocations"] > 0 and np.all(np.isfinite(model.predict(x)))
+
+
+def test_batched_mode_with_one_sample_is_the_sequential_rule(small_model, data):
+    x, y = data
+    other = HTFRModel(jax.tree.map(lambda a: a.copy(), small_model.state), small_model.config)
+    for i in range(3):
+        a = small_model.predict_and_update(x[i:i + 1], y[i:i + 1], mode="batched")
+        b = other.predict_and_update(x[i:i + 1], y[i:i + 1], mode="sequential")
+        np.testing.assert_allclose(a, b, atol=2e-6)
+    for u, v in zip(jax.tree.leaves(jax.device_get(small_model.state)), jax.tree.leaves(jax.device_get(other.state))):
+        np.testing.assert_allclose(u, v, atol=2e-5)
