@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -92,3 +93,13 @@ def test_safe_bounds_are_honoured():
     y = np.asarray(VVALTModel(tight)(x, t).last_hidden_state)
     assert y.min() >= -0.01 and y.max() <= 0.02
     assert np.any(y[1] == 0.02) or np.any(y[1] == -0.01)  # the clip acts (the original ignored safe_bounds)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 12])
+def test_median_equals_numpy(n):
+    from jaxmodels.vvalt.trace import _median
+
+    a = np.random.default_rng(n).standard_normal((3, 4, n)).astype(np.float32)
+    a[0, 0, 0] = np.nan
+    a[1, 1] = 0.5  # ties
+    np.testing.assert_array_equal(np.asarray(jax.jit(_median)(a)), np.median(a, axis=-1))
