@@ -54,7 +54,7 @@ class ReferenceField:
         if self._anchors is None:
             self._anchors = -self.deltas[:, None] * self.normals  # rebuilt after every training step
         m = self.normals.shape[0]
-        dist = np.sum((self._anchors.astype(np.float64) - x) ** 2, axis=1)
+        dist = np.sum((self._anchors - x) ** 2, axis=1)  # float32, as the original's NumPy fallback
         limit = min(k * self.cfg.candidate_multiplier, m)
         cand = np.argsort(dist, kind="stable")[:limit]
         cache, fallback = [], []

@@ -134,8 +134,7 @@ def test_float16_state_stays_float16(data):
                      relocation_interval=2, max_error_queue=4)
     model = HTFRModel.from_arrays(random_tensors(M, D, O, seed=0), cfg, dtype=jnp.float16)
     x, y = data
-    model.predict_and_update(x[:9], y[:9])
-    model.predict_and_update(x[9:], y[9:], mode="batched")
+    model.predict_and_update(x, y)
     s = model.state
     assert {str(a.dtype) for a in (s.normals, s.deltas, s.dneg, s.dpos, s.controls, s.usage)} == {"float16"}
     assert model.diagnostics()["relocations"] > 0 and np.all(np.isfinite(model.predict(x)))

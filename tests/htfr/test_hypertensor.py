@@ -1,5 +1,6 @@
 """The Hypertensor primitive: the original tests' exact numbers (originals.md 5.9) and validation errors."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,8 +46,9 @@ def test_vectorised_weights_match_reference():
     n = 257
     d, dneg, dpos = rng.uniform(-3, 3, n), -rng.uniform(0.1, 2, n), rng.uniform(0.1, 2, n)
     ref = rng.choice([0.5, 5.0], n)
+    weights = jax.jit(interpolation_weights)
     for kind, name in enumerate(INTERPOLATIONS):
-        w, dw, dcl = interpolation_weights(jnp.full(n, kind), d, dneg, dpos, ref)
+        w, dw, dcl = weights(jnp.full(n, kind), d, dneg, dpos, ref)
         want = [reference_weights(name, *map(float, a)) for a in zip(d, dneg, dpos, ref)]
         err_w = np.abs(np.asarray(w) - np.array([x[0] for x in want]))
         err_dw = np.abs(np.asarray(dw) - np.array([x[1] for x in want]))
