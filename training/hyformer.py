@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import signal
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +24,8 @@ from jaxmodels import Hyformer, HyformerConfig, generate
 from training import sharding
 from training.data import Batches, TokenStream, load_documents
 from training.masking import mask_tokens
-from training.metrics import MetricsLog, is_finite, progress
+from training.loop import LoopConfig, TrainingError, fit, restore_or_init
+from training.metrics import MetricsLog
 from training.optim import make_optimizer, make_schedule
 from training.rundir import RunDir, RunDirError
 from training.step import make_eval_step, make_train_step
@@ -35,10 +34,6 @@ from training.tokenizer import load_tokenizer
 DEMO = dict(preset="small", steps=600, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=60, eval_every=100,
             save_every=200)
 SAMPLE_PROMPTS = ("def ", "import ", "class ")
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,12 +156,7 @@ def train(args) -> dict:
         shard_of = partial(jax.tree.map, lambda x: x.sharding)
         out_shardings = (shard_of(params), shard_of(opt_state), None)
 
-    start = 0
-    if args.resume:
-        start, restored, meta = run.restore({"params": nnx.to_pure_dict(params), "opt_state": opt_state})
-        nnx.replace_by_pure_dict(params, restored["params"])
-        opt_state = restored["opt_state"]
-        print(f"resumed {args.out} at step {start}", file=sys.stderr)
+    state, start = restore_or_init(run, params, opt_state, resume=args.resume)
     log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
 
     compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
@@ -179,61 +169,20 @@ def train(args) -> dict:
     eval_key = jax.random.fold_in(jax.random.key(args.seed), 2**31 - 1)
     put = (lambda x: jax.device_put(x, sharding.batch_sharding(mesh))) if mesh is not None else jnp.asarray
 
-    def evaluate(step):
+    def evaluate(step, params):
         n = min(args.eval_batches, eval_batches.per_epoch)
         losses = [float(eval_step(params, put(eval_batches.batch(i)), jax.random.fold_in(eval_key, i)))
                   for i in range(n)]
-        loss = float(np.mean(losses))
-        log.write({"step": step, "split": "eval", "loss": loss, "lr": float(schedule(step)), "tokens_per_s": None})
-        return loss
+        return {"loss": float(np.mean(losses))}
 
-    def save(step):
-        run.save(step, {"params": nnx.to_pure_dict(params), "opt_state": opt_state},
-                 {"step": step, "data_position": step * args.batch_size, "seed": args.seed})
-
-    history = {"train": [], "eval": []}
-    bar = progress(args.steps, start, "hyformer")
-    t_last, tokens_since = time.perf_counter(), 0
-    last_saved = start if args.resume else None
-    interrupted = []
-    # Ctrl-C finishes the step in flight (its input state is donated), saves, and exits; a second one aborts.
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)
-                                     if interrupted else interrupted.append(True))
-    try:
-        for step in range(start, args.steps):
-            params, opt_state, metrics = train_step(params, opt_state, put(train_batches.batch(step)),
-                                                    jax.random.fold_in(base_key, step))
-            loss = float(metrics["loss"])
-            if not is_finite(loss):
-                where = f"step {last_saved} in {run.out / 'checkpoints'}" if last_saved is not None else "none yet"
-                raise TrainingError(f"the training loss became {loss} at step {step + 1}; stopped. "
-                                    f"Last good checkpoint: {where}. Lower --lr or check the data.")
-            done = step + 1
-            tokens_since += args.batch_size * args.seq_len
-            history["train"].append((done, loss))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if done % args.log_every == 0 or done == args.steps:
-                now = time.perf_counter()
-                log.write({"step": done, "split": "train", "loss": loss, "lr": float(schedule(step)),
-                           "tokens_per_s": tokens_since / (now - t_last), "grad_norm": float(metrics["grad_norm"])})
-                t_last, tokens_since = now, 0
-            if args.eval_every and (done % args.eval_every == 0 or done == args.steps):
-                history["eval"].append((done, evaluate(done)))
-                bar.write(f"step {done}: train loss {loss:.4f}  eval loss {history['eval'][-1][1]:.4f}")
-            if args.save_every and done % args.save_every == 0 or interrupted:
-                save(done)
-                last_saved = done
-            if interrupted:
-                bar.close()
-                print(f"\ninterrupted: saved step {done} to {run.out / 'checkpoints'}; continue with --resume",
-                      file=sys.stderr)
-                raise SystemExit(130)
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-    bar.close()
-    if run.latest_step() != args.steps:
-        save(args.steps)
+    loop = LoopConfig(steps=args.steps, log_every=args.log_every, eval_every=args.eval_every,
+                      save_every=args.save_every, units_per_step=args.batch_size * args.seq_len, name="hyformer")
+    state, history = fit(state, start, loop, run=run, log=log, train_step=train_step,
+                         batch=lambda step: put(train_batches.batch(step)),
+                         key=lambda step: jax.random.fold_in(base_key, step), lr=schedule, evaluate=evaluate,
+                         meta=lambda step: {"data_position": step * args.batch_size, "seed": args.seed})
+    params = state.params
+    history["eval"] = [(step, result["loss"]) for step, result in history["eval"]]
     log.close()
     final = nnx.merge(graphdef, params)
     final.save_pretrained(run.model_dir)
