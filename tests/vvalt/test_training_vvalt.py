@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import shutil
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from jaxmodels.vvalt import VVALTForRegression, load
+from jaxmodels.vvalt import VVALTForRegression, load, original_weights
 from training import vvalt as cli
 
 COMMON = ["--train-size", "2048", "--eval-size", "512", "--batch-size", "64", "--lr", "3e-3", "--warmup-steps", "10",
@@ -35,16 +35,20 @@ def test_task_conditioning_is_learned(tmp_path):
     assert records[-1]["split"] == "eval"
     model = load(tmp_path / "clf" / "model")
     assert model.config.num_labels == 2 and model.config.input_dim == 16
+    initial = original_weights(model.config)
+    for key in ("encoder.W_semantic", "selector.W_task", "attention.W_output", "refiner.b2"):  # the body trained
+        component, name = key.split(".")
+        trained = np.asarray(getattr(getattr(model.vvalt, component), name)[...])
+        assert np.max(np.abs(trained - initial[key])) > 1e-3, key
 
 
 def test_resume_continues_bit_identically(tmp_path):
     straight, broken = tmp_path / "a", tmp_path / "b"
     args = ("--steps", "8", "--save-every", "4", "--eval-every", "0", "--train-size", "512")
     run(straight, *args)
-    run(broken, *args)
-    for step in ("8",):  # a crash after step 4
-        subprocess.run(["rm", "-rf", str(broken / "checkpoints" / step)], check=True)
-    subprocess.run(["rm", "-rf", str(broken / "model")], check=True)
+    shutil.copytree(straight, broken)
+    shutil.rmtree(broken / "checkpoints" / "8")  # a crash after the step-4 checkpoint
+    shutil.rmtree(broken / "model")
     run(broken, *args, "--resume")
     a = load_file(str(straight / "model" / "model.safetensors"))
     b = load_file(str(broken / "model" / "model.safetensors"))
@@ -59,7 +63,7 @@ def test_regression_and_user_data(tmp_path):
     x, t = rng.standard_normal((300, 16)), rng.standard_normal((300, 8))
     np.savez(tmp_path / "d.npz", inputs=x, tasks=t, labels=(x[:, :2] * t[:, :1]).astype(np.float32))
     history = run(tmp_path / "reg", "--task", "regression", "--data", str(tmp_path / "d.npz"), "--num-labels", "2",
-                  "--steps", "6", "--eval-every", "3", "--batch-size", "32")
+                  "--steps", "4", "--eval-every", "4", "--batch-size", "32")
     assert all(np.isfinite(loss) for _, loss in history["train"]) and "mse" in history["eval"][-1][1]
     assert isinstance(load(tmp_path / "reg" / "model"), VVALTForRegression)
 
@@ -72,6 +76,8 @@ def test_bad_input(tmp_path):
         run(tmp_path / "y", "--data", str(tmp_path / "bad.npz"), "--steps", "2")
     with pytest.raises(SystemExit):
         cli.parse_args(["--out", str(tmp_path / "z"), "--task", "ranking"])
-    run(tmp_path / "w", "--steps", "1", "--eval-every", "0")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "run.json").write_text(json.dumps({"identity": {"task": "regression"}}))
     with pytest.raises(cli.RunDirError, match="holds another run"):
         run(tmp_path / "w", "--steps", "1", "--eval-every", "0")
+    assert json.loads((tmp_path / "w" / "run.json").read_text())["identity"] == {"task": "regression"}
