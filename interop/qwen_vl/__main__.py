@@ -1,0 +1,5 @@
+import sys
+
+from interop.qwen_vl.cli import main
+
+sys.exit(main())
