@@ -16,9 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as fn
 from torch import nn
-from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedConfig,
-                          PreTrainedModel)
+from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, PreTrainedModel
 from transformers.utils import ModelOutput
+
+try:
+    from transformers import PreTrainedConfig
+except ImportError:  # transformers 4.x, for an exported directory loaded elsewhere with trust_remote_code
+    from transformers import PretrainedConfig as PreTrainedConfig
 
 FRAME_NAMES = ("semantic", "structural", "causal", "relational", "graph")
 
