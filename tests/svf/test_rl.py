@@ -1,0 +1,104 @@
+"""A few REINFORCE / PPO steps on z raise the reward of a trivial task (tiny model); NaN rewards are refused;
+the `python -m training.svf train` CLI writes its run directory and an expert."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxmodels import Hyformer, HyformerConfig
+from jaxmodels.svf import SVFWrapper
+from training import svf as svf_cli
+from training.svf_rl import PromptCodec, RewardError, SVFPolicy
+from training.svf_tasks import Example
+
+CHARS = "abcdefghijklm"
+TARGET = "cdefgh"  # a first letter from this set earns +1
+
+
+class TinyTokenizer:
+    """13 letters, newline 13, pad 14, eos 15; vocab 17 (the tiny Hyformer)."""
+
+    vocab_size, pad_id, eos_id = 17, 14, 15
+
+    def encode(self, text):
+        return np.array([13 if c == "\n" else CHARS.index(c) for c in text], np.int32)
+
+    def decode(self, ids):
+        return "".join("\n" if i == 13 else CHARS[i] if i < 13 else "" for i in np.asarray(ids).reshape(-1))
+
+
+def target_reward(completion, answer):
+    return 1.0 if completion[:1] and completion[0] in answer else -1.0
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = Hyformer.from_config(HyformerConfig.tiny(max_seq_len=16), seed=0)
+    # A random tiny model's MLPs barely touch its output (init std 0.02); scaled up, they decide it.
+    nnx.update(model, jax.tree.map(lambda x: x * 25.0 if x.ndim >= 2 else x, nnx.state(model, nnx.Param)))
+    policy = SVFPolicy(SVFWrapper(model, seed=0))
+    examples = [Example("ab", TARGET, "toy")] * 8
+    codec = PromptCodec.for_examples(TinyTokenizer(), examples, 2)
+    return policy, examples, codec
+
+
+def expected_reward(policy, z, codec):
+    """Exact E[reward] of the first sampled token: 2 p(TARGET) - 1."""
+    ids, mask = codec.encode(["ab"])
+    # log-probs at position t score token t+1: append any token to read the distribution after the prompt
+    full = jnp.concatenate([jnp.asarray(ids), jnp.zeros((1, 1), jnp.int32)], axis=1)
+    logp = policy._logprobs(z, policy.frozen, full, jnp.concatenate([jnp.asarray(mask), jnp.ones((1, 1), jnp.int32)], 1))[0]
+    return 2 * float(jnp.exp(logp[0, -1, [CHARS.index(c) for c in TARGET]]).sum()) - 1
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "ppo"])
+def test_a_few_steps_raise_the_reward(setup, algo):
+    policy, examples, codec = setup
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1))
+    z = policy.z_list()
+    before = expected_reward(policy, z, codec)
+    opt_state = tx.init(z)
+    update = policy.make_update(tx, algo=algo, kl_coef=0.01, clip_eps=0.2)
+    for step in range(4):
+        rollout = policy.rollout(z, examples, codec, target_reward, group_size=2, temperature=1.0, seed=step)
+        batch = policy.batch_from(z, rollout, algo=algo, kl_coef=0.01, group_size=2)
+        for _ in range(2 if algo == "ppo" else 1):
+            z, opt_state, metrics = update(z, opt_state, batch)
+        assert np.isfinite(float(metrics["loss"]))
+    after = expected_reward(policy, z, codec)
+    assert after > before + 0.3, (before, after)
+
+
+def test_nan_rewards_are_refused(setup):
+    policy, examples, codec = setup
+    with pytest.raises(RewardError, match=r"the reward function of task 'toy' returned nan for 8 of 8 samples "
+                                          r"\(indices \[0, 1, 2, 3, 4, 5, 6, 7\]\); rewards must be finite numbers"):
+        policy.rollout(policy.z_list(), examples, codec, lambda c, a: float("nan"), task_name="toy")
+
+
+def test_train_cli_writes_a_run_and_an_expert(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    Hyformer.from_config(HyformerConfig.tiny(vocab_size=260, max_seq_len=24), seed=1).save_pretrained(model_dir)
+    out = tmp_path / "run"
+    argv = ["train", "--model", str(model_dir), "--task", "sort", "--steps", "2", "--batch-size", "4",
+            "--n-train", "8", "--n-valid", "4", "--eval-every", "1", "--max-new-tokens", "4", "--out", str(out),
+            "--svd-cache", str(tmp_path / "cache")]
+    svf_cli.main(argv)
+    assert (out / "expert.safetensors").is_file() and (out / "run.json").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["split"] for r in records] == ["valid", "train", "valid", "train", "valid"]
+    assert {"reward", "loss", "grad_norm", "steps_per_s"} <= set(records[1])
+    assert len(list((tmp_path / "cache").glob("svd-*.safetensors"))) == 1
+    with pytest.raises(SystemExit, match=r"holds another run"):
+        svf_cli.main(argv)
+    with pytest.raises(SystemExit, match=r"--resume: .* holds a run with another configuration \(steps: run has 2, "
+                                         r"now 3\)"):
+        svf_cli.main(argv[:5] + ["--steps", "3"] + argv[7:] + ["--resume"])
+    svf_cli.main(argv[:5] + ["--steps", "2"] + argv[7:] + ["--resume"])  # nothing left to do, expert rewritten
+    with pytest.raises(SystemExit, match=r"SVF pattern 'nothing' selects no matrices"):
+        svf_cli.main(argv + ["--force", "--pattern", "nothing"])

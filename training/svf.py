@@ -1,0 +1,192 @@
+"""Transformer² SVF experts: `python -m training.svf train ...` and `python -m training.svf adapt ...`.
+
+train: rollouts with our jitted generate (greedy as the official code, or sampled), task rewards (+-1 exact
+match), REINFORCE with KL(ref || pi) or PPO (clipped surrogate, group-normalised advantages, several epochs
+per batch); optax Adam (lr 2e-3, gradient clipping); early stopping on validation accuracy. Writes to --out:
+run.json, orbax checkpoints (z and optimizer state), metrics.jsonl, expert.safetensors (the best validation
+z, keyed by Hugging Face parameter names).
+
+adapt: prompt-based, classifier-based and few-shot (CEM) adaptation with trained experts; see --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+
+from jaxmodels.registry import from_pretrained
+from jaxmodels.svf import DEFAULT_PATTERN, ExpertMismatchError, SVFWrapper
+from training.metrics import MetricsLog, progress
+from training.rundir import RunDir, RunDirError
+from training.svf_rl import PromptCodec, RewardError, SVFPolicy
+from training.svf_tasks import get_task, split
+from training.tokenizer import load_tokenizer
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (a non-finite loss); the last good checkpoint is kept."""
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a checkpoint directory (ours or Hugging Face Llama/Qwen2)")
+    p.add_argument("--tokenizer", metavar="DIR", help="a directory with tokenizer.json (default: byte-level)")
+    p.add_argument("--pattern", default=DEFAULT_PATTERN, help="regex over our parameter paths (default: MLP matrices)")
+    p.add_argument("--svd-cache", metavar="DIR", help="cache the SVD here (safetensors)")
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--task", required=True, help="a task of training.svf_tasks (arith, reverse, sort, upper)")
+    p.add_argument("--algo", default="reinforce", choices=["reinforce", "ppo"])
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per step")
+    p.add_argument("--group-size", type=int, default=1, help="samples per prompt (PPO group-normalised advantages)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy rollouts (the official default)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--grad-clip", type=float, default=1e-3, help="global-norm clip (official: 1e-3)")
+    p.add_argument("--kl-coef", type=float, default=0.0, help="weight of KL(ref || pi)")
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--clip-eps", type=float, default=0.2)
+    p.add_argument("--n-train", type=int, default=512)
+    p.add_argument("--n-valid", type=int, default=64)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--force", action="store_true")
+
+
+def check_train_args(p: argparse.ArgumentParser, args) -> None:
+    for name in ("steps", "batch_size", "group_size", "max_new_tokens", "ppo_epochs", "n_train", "n_valid",
+                 "eval_every", "patience"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.algo == "ppo" and args.group_size > 1 and args.temperature == 0:
+        p.error("--algo ppo with --group-size > 1 needs --temperature > 0: greedy samples of one prompt are equal "
+                "and their group-normalised advantages are all zero")
+
+
+def identity(args) -> dict:
+    keys = ("model", "tokenizer", "pattern", "task", "algo", "steps", "batch_size", "group_size", "temperature",
+            "lr", "grad_clip", "kl_coef", "ppo_epochs", "clip_eps", "n_train", "n_valid", "max_new_tokens", "seed")
+    return {k: (str(Path(getattr(args, k)).resolve()) if k == "model" else getattr(args, k)) for k in keys}
+
+
+def load_wrapper(args) -> tuple[SVFWrapper, object]:
+    tokenizer = load_tokenizer(args.tokenizer)
+    model = from_pretrained(args.model)
+    if model.spec.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"--model {args.model} has vocab_size {model.spec.vocab_size}, smaller than the tokenizer's "
+                         f"{tokenizer.vocab_size}; pass the model's --tokenizer")
+    return SVFWrapper(model, pattern=args.pattern, cache_dir=args.svd_cache, seed=args.seed), tokenizer
+
+
+def train(args) -> dict:
+    """Trains one expert; returns {"best_valid", "best_step", "steps_done", "steps_per_s", "expert"}."""
+    wrapper, tokenizer = load_wrapper(args)
+    task = get_task(args.task)
+    train_set, valid_set, _ = split(task, n_train=args.n_train, n_valid=args.n_valid, n_test=0, seed=args.seed)
+    codec = PromptCodec.for_examples(tokenizer, train_set + valid_set, args.max_new_tokens)
+    policy = SVFPolicy(wrapper)
+    tx = optax.chain(optax.clip_by_global_norm(args.grad_clip), optax.adam(args.lr))
+    z = policy.z_list()
+    opt_state = tx.init(z)
+    run = RunDir(args.out, identity(args), resume=args.resume, force=args.force)
+    start, best, best_step, stale = 0, -1.0, 0, 0
+    if args.resume:
+        start, restored, meta = run.restore({"z": z, "opt_state": opt_state, "best_z": z})
+        z, opt_state, best_z = restored["z"], restored["opt_state"], restored["best_z"]
+        best, best_step, stale = meta["best_valid"], meta["best_step"], meta["stale"]
+        print(f"resumed {args.out} at step {start}", file=sys.stderr)
+    else:
+        best_z = [x.copy() for x in z]
+    log = MetricsLog(run.metrics_path, resume_step=start if args.resume else None)
+    update = policy.make_update(tx, algo=args.algo, kl_coef=args.kl_coef, clip_eps=args.clip_eps)
+    rng = np.random.default_rng([args.seed, 1])
+    order = np.concatenate([rng.permutation(len(train_set)) for _ in range(args.steps * args.batch_size
+                                                                             // len(train_set) + 1)])
+    eval_batch = min(args.batch_size * args.group_size, len(valid_set))
+
+    def evaluate(step):
+        acc = policy.accuracy(z, valid_set, codec, task.reward, batch_size=eval_batch)
+        log.write({"step": step, "split": "valid", "accuracy": acc})
+        return acc
+
+    if not args.resume:
+        best = evaluate(0)
+        best_step = 0
+    bar = progress(args.steps, start, f"svf {args.task} {args.algo}")
+    t0, done = time.perf_counter(), start
+    for step in range(start, args.steps):
+        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+        rollout = policy.rollout(z, [train_set[i] for i in idx], codec, task.reward, group_size=args.group_size,
+                                 temperature=args.temperature, seed=args.seed * 100003 + step, task_name=task.name)
+        batch = policy.batch_from(z, rollout, algo=args.algo, kl_coef=args.kl_coef, group_size=args.group_size)
+        for _ in range(args.ppo_epochs if args.algo == "ppo" else 1):
+            z, opt_state, metrics = update(z, opt_state, batch)
+        loss = float(metrics["loss"])
+        if not np.isfinite(loss):
+            raise TrainingError(f"the {args.algo} loss became {loss} at step {step + 1}; stopped (checkpoints in "
+                                f"{run.out / 'checkpoints'}). Lower --lr or check the rewards.")
+        done = step + 1
+        record = {"step": done, "split": "train", "reward": float(rollout.rewards.mean()),
+                  "accuracy": float((rollout.rewards > 0).mean()),
+                  **{k: float(v) for k, v in metrics.items()}, "steps_per_s": (done - start) / (time.perf_counter() - t0)}
+        log.write(record)
+        bar.update(1)
+        bar.set_postfix(reward=f"{record['reward']:.2f}", loss=f"{loss:.3f}")
+        if done % args.eval_every == 0 or done == args.steps:
+            acc = evaluate(done)
+            if acc > best:
+                best, best_step, stale, best_z = acc, done, 0, [x.copy() for x in z]
+            else:
+                stale += 1
+            bar.write(f"step {done}: valid accuracy {acc:.3f} (best {best:.3f} at step {best_step})")
+            run.save(done, {"z": z, "opt_state": opt_state, "best_z": best_z},
+                     {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
+            if stale >= args.patience:
+                bar.write(f"early stop: no validation improvement in {args.patience} evaluations")
+                break
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    log.close()
+    expert = wrapper.save(run.out / "expert.safetensors", policy.z_dict(best_z), name=args.task)
+    run.close()
+    print(f"best valid accuracy {best:.3f} at step {best_step}; expert in {expert}", file=sys.stderr)
+    return {"best_valid": best, "best_step": best_step, "steps_done": done,
+            "steps_per_s": (done - start) / elapsed if done > start else 0.0, "expert": str(expert)}
+
+
+def main(argv=None) -> None:
+    from training import svf_adapt
+
+    p = argparse.ArgumentParser(prog="python -m training.svf", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one SVF expert on a task with REINFORCE or PPO")
+    add_train_args(t)
+    a = sub.add_parser("adapt", help="evaluate base / experts / prompt / classifier / few-shot adaptation")
+    add_model_args(a)
+    svf_adapt.add_args(a)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "train":
+            check_train_args(t, args)
+            train(args)
+        else:
+            svf_adapt.check_args(a, args)
+            svf_adapt.run(args, load_wrapper)
+    except (RunDirError, TrainingError, RewardError, ExpertMismatchError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""Transformer² adaptation at inference: prompt-based, classifier-based and few-shot (CEM) expert choice.
+
+`python -m training.svf adapt --model DIR --experts arith=A.safetensors reverse=B.safetensors ...` evaluates
+base / expert / prompt / classifier / few-shot on each task's test split and writes a table (and JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxmodels.io import atomic_write_text
+from jaxmodels.svf import (OTHERS, HiddenStateClassifier, SVFWrapper, compute_cem_interpolation, parse_boxed,
+                           pooled_features, select_expert)
+from training.svf_rl import PromptCodec, accuracy_with, rollout_with
+from training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, Example, exact_match, get_task, split
+
+STRATEGIES = ("base", "expert", "prompt", "classifier", "few-shot")
+
+
+@partial(jax.jit, static_argnums=0)
+def _answer_loglik(graphdef, state, tokens, attention, answer_mask):
+    """Mean log-likelihood per answer token [B] of tokens [B, S] under the model; answer_mask marks them."""
+    logits = nnx.merge(graphdef, state)(tokens, attention_mask=attention).logits
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    chosen = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    m = answer_mask[:, 1:].astype(jnp.float32)
+    return jnp.sum(chosen * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+
+
+class Adapter:
+    """A base model with K named experts; routes examples and scores answers (greedy, +-1 exact match)."""
+
+    def __init__(self, wrapper: SVFWrapper, tokenizer, experts: dict[str, dict], *, max_new_tokens: int,
+                 batch_size: int, prompt_len: int):
+        self.wrapper, self.tokenizer, self.experts = wrapper, tokenizer, experts
+        self.names = list(experts)
+        self.batch_size = batch_size
+        self.codec = PromptCodec(tokenizer, prompt_len, max_new_tokens)
+        self.base = wrapper.merge(wrapper.params)
+        self._models = {}
+
+    def model(self, label: str | None):
+        """The base model (None) or the expert's patched model, built once."""
+        if label is None:
+            return self.base
+        if label not in self._models:
+            self._models[label] = self.wrapper.patch_weights(self.experts[label])
+        return self._models[label]
+
+    def accuracy(self, model, examples: Sequence[Example]) -> float:
+        return accuracy_with(model, examples, self.codec, exact_match, batch_size=self.batch_size)
+
+    def routed_accuracy(self, examples: Sequence[Example], routes: Sequence[str]) -> float:
+        """Each example answered by the expert of its route ("others": the base weights)."""
+        table = {**{n: n for n in self.names}, OTHERS: None}
+        hits = 0.0
+        for label in sorted(set(routes)):
+            group = [e for e, r in zip(examples, routes) if r == label]
+            hits += self.accuracy(self.model(select_expert(label, table)), group) * len(group)
+        return hits / len(examples)
+
+    def prompt_routes(self, examples: Sequence[Example], *, template: str = DEMO_CLASSIFY_TEMPLATE,
+                      max_new_tokens: int = 24) -> list[str]:
+        """The base model classifies each query (answer in \\boxed{...}, else "others")."""
+        prompts = [Example(template.format(labels=", ".join(self.names), query=e.prompt), "", "") for e in examples]
+        codec = PromptCodec.for_examples(self.tokenizer, prompts, max_new_tokens)
+        routes = []
+        for i in range(0, len(prompts), self.batch_size):
+            chunk = prompts[i:i + self.batch_size]
+            n = len(chunk)
+            chunk = chunk + [chunk[-1]] * (self.batch_size - n)
+            out = rollout_with(self.base, chunk, codec, lambda c, a: 0.0)
+            routes += [parse_boxed(text, self.names) for text in out.completions[:n]]
+        return routes
+
+    def features(self, examples: Sequence[Example]) -> np.ndarray:
+        ids, mask = self.codec.encode([e.prompt for e in examples])
+        return pooled_features(self.base, ids, mask, batch_size=self.batch_size)
+
+    def classifier_routes(self, examples: Sequence[Example], train: Sequence[Example], *, seed: int = 0) -> list[str]:
+        """A softmax-regression head on the base model's pooled hidden states, fit on labelled train prompts."""
+        clf = HiddenStateClassifier.fit(self.features(train), [e.domain for e in train], seed=seed)
+        return clf.predict(self.features(examples))
+
+    def answer_loglik(self, model, examples: Sequence[Example]) -> float:
+        """Mean per-token log-likelihood of the correct answers (CEM's tie-break)."""
+        width = self.codec.prompt_len + self.codec.max_new_tokens
+        tokens = np.full((len(examples), width), self.codec.pad_id, np.int32)
+        attention, answer = np.zeros_like(tokens), np.zeros_like(tokens)
+        for i, e in enumerate(examples):
+            p, a = self.tokenizer.encode(e.prompt), self.tokenizer.encode(e.answer + "\n")[: self.codec.max_new_tokens]
+            start = self.codec.prompt_len - len(p)
+            tokens[i, start:start + len(p) + len(a)] = np.concatenate([p, a])
+            attention[i, start:start + len(p) + len(a)] = 1
+            answer[i, self.codec.prompt_len:self.codec.prompt_len + len(a)] = 1
+        graphdef, state = nnx.split(model)
+        return float(jnp.mean(_answer_loglik(graphdef, state, tokens, attention, answer)))
+
+    def few_shot(self, shots: Sequence[Example], test: Sequence[Example], *, iterations: int = 5,
+                 pop_size: int = 32, num_elites: int = 6, seed: int = 0, per_layer: bool = True):
+        """CEM over alphas [K, L] on the few-shot examples, then the test accuracy of the best mixture."""
+        if not shots:
+            raise ValueError("few-shot adaptation needs at least one example (--shots); got an empty few-shot set")
+        experts = [self.experts[n] for n in self.names]
+        layers = len(self.wrapper.keys) if per_layer else 1
+
+        def evaluate(alphas):
+            model = self.wrapper.patch_mixture(alphas, experts)
+            return self.accuracy(model, shots), self.answer_loglik(model, shots)
+
+        result = compute_cem_interpolation(evaluate, len(experts), layers, iterations=iterations, pop_size=pop_size,
+                                           num_elites=num_elites, seed=seed)
+        return self.accuracy(self.wrapper.patch_mixture(result.alphas, experts), test), result
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--experts", nargs="+", required=True, metavar="NAME=PATH",
+                   help="expert files by domain name (e.g. arith=runs/arith/expert.safetensors)")
+    p.add_argument("--tasks", nargs="+", help="tasks to evaluate (default: the experts' names)")
+    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    p.add_argument("--n-test", type=int, default=64, help="test examples per task")
+    p.add_argument("--shots", type=int, default=8, help="few-shot examples per task for CEM")
+    p.add_argument("--cem-iterations", type=int, default=5)
+    p.add_argument("--classifier-train", type=int, default=64, help="labelled prompts per domain for the classifier")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--classify-template", default=DEMO_CLASSIFY_TEMPLATE,
+                   help="classification prompt with {labels} and {query}; the answer is \\boxed{domain}")
+    p.add_argument("--classify-tokens", type=int, default=20, help="new tokens for the classification answer")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    pairs = {}
+    for item in args.experts:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--experts {item!r}: expected NAME=PATH")
+        pairs[name] = path
+    args.expert_paths = pairs
+    args.tasks = args.tasks or list(pairs)
+    for name in ("n_test", "cem_iterations", "classifier_train", "batch_size", "classify_tokens"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.shots < 0:
+        p.error(f"--shots must be >= 0, got {args.shots}")
+
+
+def evaluate_all(adapter: Adapter, tasks: Sequence[str], strategies: Sequence[str], *, n_test: int, shots: int,
+                 cem_iterations: int, classifier_train: int, template: str, classify_tokens: int = 20,
+                 seed: int = 0) -> dict:
+    """{"per_task": {task: {strategy: accuracy}}, "mixed": {strategy: accuracy}, "routing": {...}}."""
+    data = {t: split(get_task(t), n_train=classifier_train, n_valid=shots, n_test=n_test, seed=seed + 1)
+            for t in tasks}
+    per_task = {t: {} for t in tasks}
+    mixed_test = [e for t in tasks for e in data[t][2]]
+    mixed, routing = {}, {}
+    for t in tasks:
+        if "base" in strategies:
+            per_task[t]["base"] = adapter.accuracy(adapter.base, data[t][2])
+        if "expert" in strategies and t in adapter.experts:
+            per_task[t]["expert"] = adapter.accuracy(adapter.model(t), data[t][2])
+        if "few-shot" in strategies:
+            per_task[t]["few-shot"], _ = adapter.few_shot(data[t][1], data[t][2], iterations=cem_iterations, seed=seed)
+    if "prompt" in strategies:
+        routes = adapter.prompt_routes(mixed_test, template=template, max_new_tokens=classify_tokens)
+        routing["prompt"] = float(np.mean([r == e.domain for r, e in zip(routes, mixed_test)]))
+        mixed["prompt"] = adapter.routed_accuracy(mixed_test, routes)
+        _per_task_from_routes(per_task, "prompt", adapter, mixed_test, routes)
+    if "classifier" in strategies:
+        train = [e for t in tasks for e in data[t][0]]
+        routes = adapter.classifier_routes(mixed_test, train, seed=seed)
+        routing["classifier"] = float(np.mean([r == e.domain for r, e in zip(routes, mixed_test)]))
+        mixed["classifier"] = adapter.routed_accuracy(mixed_test, routes)
+        _per_task_from_routes(per_task, "classifier", adapter, mixed_test, routes)
+    for s in ("base", "expert", "few-shot"):
+        if all(s in per_task[t] for t in tasks):
+            mixed[s] = float(np.mean([per_task[t][s] for t in tasks]))
+    return {"per_task": per_task, "mixed": mixed, "routing_accuracy": routing}
+
+
+def _per_task_from_routes(per_task, strategy, adapter, examples, routes):
+    for t in per_task:
+        idx = [i for i, e in enumerate(examples) if e.domain == t]
+        per_task[t][strategy] = adapter.routed_accuracy([examples[i] for i in idx], [routes[i] for i in idx])
+
+
+def table(results: dict, strategies: Sequence[str]) -> list[dict]:
+    rows = [{"task": t, **{s: r.get(s, "") for s in strategies}} for t, r in results["per_task"].items()]
+    rows.append({"task": "mixed (mean)", **{s: results["mixed"].get(s, "") for s in strategies}})
+    return rows
+
+
+def run(args, load_wrapper) -> dict:
+    wrapper, tokenizer = load_wrapper(args)
+    experts = {name: wrapper.load(path, set_current=False) for name, path in args.expert_paths.items()}
+    prompts = [e for t in args.tasks for e in get_task(t).examples(64, args.seed)]
+    prompt_len = max(len(tokenizer.encode(e.prompt)) for e in prompts) + 2
+    adapter = Adapter(wrapper, tokenizer, experts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                      prompt_len=prompt_len)
+    results = evaluate_all(adapter, args.tasks, args.strategies, n_test=args.n_test, shots=args.shots,
+                           cem_iterations=args.cem_iterations, classifier_train=args.classifier_train,
+                           template=args.classify_template, classify_tokens=args.classify_tokens, seed=args.seed)
+    for row in table(results, args.strategies):
+        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    print(f"routing accuracy: {results['routing_accuracy']}", file=sys.stderr)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(results, indent=2) + "\n")
+    return results
