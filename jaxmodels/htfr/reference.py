@@ -18,10 +18,16 @@ from jaxmodels.htfr.state import FieldState
 
 
 class ReferenceField:
-    """Copies a FieldState to NumPy (controls as the original's [M, O, 3]) and runs the rule sample by sample."""
+    """Copies a FieldState to NumPy (controls as the original's [M, O, 3]) and runs the rule sample by sample.
 
-    def __init__(self, state: FieldState, cfg: HTFRConfig):
+    anchor_dtype: the precision of the anchor scan. float32 is the original's; with D in the thousands its
+    rounding (~1e-7 * ||x||^2) can swap candidates whose anchor distances nearly tie, so exact comparisons with
+    the jitted field (which ranks the same distances from d, in closed form) use float64.
+    """
+
+    def __init__(self, state: FieldState, cfg: HTFRConfig, *, anchor_dtype=np.float32):
         self.cfg = cfg
+        self.anchor_dtype = anchor_dtype
         self.normals = np.array(state.normals, np.float32)
         self.deltas = np.array(state.deltas, np.float32)
         self.dneg = np.array(state.dneg, np.float32)
@@ -54,7 +60,7 @@ class ReferenceField:
         if self._anchors is None:
             self._anchors = -self.deltas[:, None] * self.normals  # rebuilt after every training step
         m = self.normals.shape[0]
-        dist = np.sum((self._anchors - x) ** 2, axis=1)  # float32, as the original's NumPy fallback
+        dist = np.sum((self._anchors.astype(self.anchor_dtype, copy=False) - x) ** 2, axis=1)
         limit = min(k * self.cfg.candidate_multiplier, m)
         cand = np.argsort(dist, kind="stable")[:limit]
         cache, fallback = [], []

@@ -13,7 +13,7 @@ M, D, O = 37, 11, 5  # as in conftest.py
 
 def test_sequential_mode_equals_per_sample_numpy(small_model, data):
     x, y = data
-    ref = ReferenceField(small_model.state, small_model.config)
+    ref = ReferenceField(small_model.state, small_model.config, anchor_dtype=np.float64)
     want = [ref.predict_and_update(xi, yi) for xi, yi in zip(x, y)]
     got, losses = small_model.predict_and_update(x, y, "mse", return_losses=True)  # 4 chunks of 8, one padded
     np.testing.assert_allclose(got, np.array([w[0] for w in want]), atol=2e-5)
@@ -31,7 +31,7 @@ def test_cross_entropy_with_labels_and_inverse_weights(data):
     x, _ = data
     cfg = HTFRConfig(top_k=5, train_top_k=7, weight_mode="inverse", max_knn_radius=0.4, chunk_size=8)
     model = HTFRModel.from_arrays(random_tensors(M, D, O, seed=3), cfg, seed=1)
-    ref = ReferenceField(model.state, cfg)
+    ref = ReferenceField(model.state, cfg, anchor_dtype=np.float64)
     labels = np.arange(len(x)) % O
     want = [ref.predict_and_update(xi, int(t), "logits_ce") for xi, t in zip(x[:9], labels[:9])]
     got, losses = model.predict_and_update(x[:9], labels[:9], "logits_ce", return_losses=True)
@@ -55,7 +55,7 @@ def test_locality_weights_and_fallback(small_model, data):
     w = small_model.locality_weights([0.1, -0.5, 2.0])
     assert w.sum() == pytest.approx(1.0) and w[0] > w[1] > w[2]
     tiny = small_model.with_config(locality_radius=1e-9)  # nothing is local: the fallback list is used
-    ref = ReferenceField(tiny.state, tiny.config)
+    ref = ReferenceField(tiny.state, tiny.config, anchor_dtype=np.float64)
     np.testing.assert_allclose(tiny.predict(data[0][:3]), [ref.predict(v) for v in data[0][:3]], atol=2e-5)
 
 
