@@ -24,6 +24,14 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 reads a transformers 5 property that is being renamed; the warning is not the user's business."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 class UnknownAdapterError(KeyError):
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
@@ -67,8 +75,7 @@ class AdapterBank:
         if self.peft is None:
             from peft import get_peft_model
 
-            with warnings.catch_warnings():  # peft 0.21 calls a transformers 5 property that is being renamed
-                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            with _quiet_peft():
                 self.peft = get_peft_model(self.model, self._config(), adapter_name=name)
         else:
             self.peft.add_adapter(name, self._config())
@@ -173,7 +180,8 @@ class AdapterBank:
         if self.peft is None:
             from peft import PeftModel
 
-            self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+            with _quiet_peft():
+                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
         else:
             self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
         self._check_placement(name)

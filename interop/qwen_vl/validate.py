@@ -26,8 +26,8 @@ DEFAULT_PROMPT = "Describe the image in one sentence."
 
 
 def qwen2_checkpoint(hf: HFQwen2_5_VL, path: str | os.PathLike) -> Path:
-    """Writes the language model as a Qwen2ForCausalLM checkpoint: config from text_config, keys
-    model.language_model.* -> model.*, lm_head.weight kept unless the embeddings are tied."""
+    """Writes the base language model as a Qwen2ForCausalLM checkpoint: config from text_config, keys
+    model.language_model.* -> model.*, lm_head.weight kept unless the embeddings are tied; LoRA adapters left out."""
     from safetensors.torch import save_file
 
     text = hf.model.config.text_config
@@ -43,6 +43,9 @@ def qwen2_checkpoint(hf: HFQwen2_5_VL, path: str | os.PathLike) -> Path:
     }
     weights, unused = {}, []
     for name, tensor in hf.model.state_dict().items():
+        if ".lora_" in name:  # the base model only: LoRA adapters stay out of the checkpoint
+            continue
+        name = name.replace(".base_layer.", ".")  # peft's wrapping of an adapted Linear
         if name.startswith("model.language_model."):
             weights["model." + name.removeprefix("model.language_model.")] = tensor
         elif name == "lm_head.weight":
@@ -96,7 +99,7 @@ def check_transformers(llm: OnlineLLM, image, prompt: str, max_tokens: int, atol
         same_ids = torch.equal(mine["input_ids"].cpu(), inputs["input_ids"])
         diff = float((ours.cpu() - theirs).abs().max()) if same_ids else float("inf")
         rows.append({"check": f"runner vs transformers ({label})", "prompt tokens": int(inputs["input_ids"].shape[1]),
-                     "same prompt ids": same_ids, "max |dlogits|": diff, "greedy equal": greedy_ours == greedy_theirs,
+                     "same prompt ids": same_ids, "max abs dlogits": diff, "greedy equal": greedy_ours == greedy_theirs,
                      "new tokens": len(greedy_ours),
                      "ok": same_ids and diff <= atol and greedy_ours == greedy_theirs})
     return rows
@@ -121,7 +124,7 @@ def check_flax(llm: OnlineLLM, prompt: str, max_tokens: int, atol: float, long_t
             got = np.asarray(ours(jnp.asarray(x.numpy())).logits)
             diff = float(np.abs(got - expected).max())
             rows.append({"check": f"runner vs Flax Qwen2 (logits, {label})", "prompt tokens": int(x.shape[1]),
-                         "max |dlogits|": diff, "ok": diff <= atol})
+                         "max abs dlogits": diff, "ok": diff <= atol})
         generated = np.asarray(jaxmodels.generate(ours, ids.numpy(), max_tokens, eos_token_id=eos))
     greedy_jax = _trim(generated[0, ids.shape[1]:].tolist(), set(eos))
     greedy_ours = llm.generate_ids(prompt, max_tokens=max_tokens, temperature=0.0)[0]
