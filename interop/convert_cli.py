@@ -176,6 +176,25 @@ def verify(hf_dir: Path, ours_dir: Path, *, tolerance: float, seed: int = 0) -> 
     return diff
 
 
+def _is_vvalt(args) -> bool:
+    from jaxmodels.hf.families import read_config
+
+    return (getattr(args, "model_type", None) == "vvalt"
+            or read_config(resolve_native(args.src)).get("model_type") == "vvalt")
+
+
+def _convert_vvalt(args, dtype, max_shard) -> None:
+    """V.V.A.L.T has its own exporter (three model classes, the twin's modeling code)."""
+    from interop import vvalt_convert
+
+    convert = vvalt_convert.from_hf if args.command == "from-hf" else vvalt_convert.to_hf
+    summary = convert(args.src, args.dst, force=args.force, max_shard_bytes=max_shard, dtype=dtype)
+    print(f"wrote {args.dst}: vvalt, {summary['tensors']} tensors, {summary['total_size'] / 2**20:.1f} MiB")
+    if args.verify:
+        hf_dir, ours_dir = (args.src, args.dst) if args.command == "from-hf" else (args.dst, args.src)
+        vvalt_convert.verify_dirs(hf_dir, resolve_native(ours_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jaxmodels-convert", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--verify", action="store_true", help="compare logits of both frameworks afterwards")
         c.add_argument("--force", action="store_true", help="replace DST if it exists")
         if name == "from-hf":
-            c.add_argument("--model-type", choices=sorted(FAMILIES), help="when config.json does not say")
+            c.add_argument("--model-type", choices=sorted([*FAMILIES, "vvalt"]), help="when config.json does not say")
         else:
             c.add_argument("--layout", default="transformers", choices=["transformers", "original"],
                            help="hyformer only: our transformers twin (trust_remote_code), or the original's files")
@@ -207,6 +226,9 @@ def main(argv=None) -> None:
             return
         dtype = DTYPES[args.dtype] if args.dtype else None
         max_shard = parse_size(args.max_shard_size) if args.max_shard_size else None
+        if _is_vvalt(args):
+            _convert_vvalt(args, dtype, max_shard)
+            return
         if args.command == "from-hf":
             summary = from_hf(args.src, args.dst, model_type=args.model_type, dtype=dtype, max_shard=max_shard,
                               force=args.force)

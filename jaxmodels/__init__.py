@@ -4,6 +4,8 @@ from jaxmodels.generate import generate
 from jaxmodels.hyformer import Hyformer, HyformerConfig, ModelOutput, PredictionHead
 from jaxmodels.llama import LlamaConfig, LlamaForCausalLM, Qwen2Config
 from jaxmodels.registry import from_pretrained
+from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification, VVALTModel
 
 __all__ = ["Hyformer", "HyformerConfig", "LlamaConfig", "LlamaForCausalLM", "ModelOutput", "PredictionHead",
-           "Qwen2Config", "from_pretrained", "generate"]
+           "Qwen2Config", "VVALTConfig", "VVALTForRegression", "VVALTForSequenceClassification", "VVALTModel",
+           "from_pretrained", "generate"]

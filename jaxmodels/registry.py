@@ -32,6 +32,10 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
     Qwen2.5 text, or Hyformer in the original's layout). The model class comes from `model_type`
     (argument, else config.json); unsupported types or config attributes raise an error naming them.
     """
+    if (model_type or read_config(path).get("model_type")) == "vvalt":
+        from jaxmodels.vvalt import load as load_vvalt  # the class follows from the stored heads
+
+        return load_vvalt(path, dtype=dtype)
     family, config, native = load_config(path, model_type)
     _, model_cls = family.classes()
     ckpt = SafetensorsCheckpoint(path)
