@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import time
 from functools import partial
 
 import jax
@@ -23,19 +21,16 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification
-from training.metrics import MetricsLog, is_finite, progress
+from training.loop import LoopConfig, TrainingError, fit, restore_or_init
+from training.metrics import MetricsLog
 from training.optim import make_optimizer, make_schedule
 from training.rundir import RunDir, RunDirError
-from training.step import make_eval_step, make_train_step
+from training.step import make_train_step
 from training.vvalt_task import Split, batch_indices, demo_task, load_npz
 
 TASKS = {"classification": VVALTForSequenceClassification, "regression": VVALTForRegression}
 PRESETS = {"demo": dict(input_dim=16, frame_dim=16, task_dim=8), "tiny": {}, "base": {}}
 DEMO = dict(steps=400, batch_size=64, lr=3e-3, warmup_steps=20, eval_every=100, save_every=200)
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,72 +152,26 @@ def train(args) -> dict:
     schedule = make_schedule(args.lr, args.steps, args.warmup_steps, args.min_lr_ratio)
     tx = make_optimizer(schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     opt_state = jax.jit(tx.init)(params)
-    start = 0
-    if args.resume:
-        start, restored, _ = run.restore({"params": nnx.to_pure_dict(params), "opt_state": opt_state})
-        nnx.replace_by_pure_dict(params, restored["params"])
-        opt_state = restored["opt_state"]
-        print(f"resumed {args.out} at step {start}", file=sys.stderr)
+    state, start = restore_or_init(run, params, opt_state, resume=args.resume)
     log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
     train_step = make_train_step(graphdef, tx, loss_fn)
     key = jax.random.key(args.seed)
 
-    def evaluate(step):
-        metrics = eval_metrics(nnx.merge(graphdef, params), eval_split, args.task, args.seed)
-        log.write({"step": step, "split": "eval", "lr": float(schedule(step)), "tokens_per_s": None, **metrics})
-        return metrics
+    def evaluate(step, params):
+        return eval_metrics(nnx.merge(graphdef, params), eval_split, args.task, args.seed)
 
-    def save(step):
-        run.save(step, {"params": nnx.to_pure_dict(params), "opt_state": opt_state},
-                 {"step": step, "data_position": step * args.batch_size, "seed": args.seed})
+    def batch(step):
+        return tuple(jnp.asarray(a) for a in
+                     train_split.take(batch_indices(len(train_split), args.batch_size, step, args.seed)))
 
-    history = {"train": [], "eval": []}
-    bar = progress(args.steps, start, f"vvalt-{args.task}")
-    t_last, samples_since = time.perf_counter(), 0
-    last_saved = start if args.resume else None
-    interrupted = []
-    # Ctrl-C finishes the step in flight (its input state is donated), saves, and exits; a second one aborts.
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt)
-                                     if interrupted else interrupted.append(True))
-    try:
-        for step in range(start, args.steps):
-            batch = tuple(jnp.asarray(a) for a in
-                          train_split.take(batch_indices(len(train_split), args.batch_size, step, args.seed)))
-            params, opt_state, metrics = train_step(params, opt_state, batch, key)
-            loss = float(metrics["loss"])
-            if not is_finite(loss):
-                where = f"step {last_saved} in {run.out / 'checkpoints'}" if last_saved is not None else "none yet"
-                raise TrainingError(f"the training loss became {loss} at step {step + 1}; stopped. "
-                                    f"Last good checkpoint: {where}. Lower --lr or check the data.")
-            done = step + 1
-            samples_since += args.batch_size
-            history["train"].append((done, loss))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if done % args.log_every == 0 or done == args.steps:
-                now = time.perf_counter()
-                rate = samples_since / (now - t_last)
-                # one sample is one input vector: tokens_per_s keeps the Hyformer metrics schema
-                log.write({"step": done, "split": "train", "loss": loss, "lr": float(schedule(step)),
-                           "tokens_per_s": rate, "samples_per_s": rate, "grad_norm": float(metrics["grad_norm"])})
-                t_last, samples_since = now, 0
-            if args.eval_every and (done % args.eval_every == 0 or done == args.steps):
-                history["eval"].append((done, evaluate(done)))
-                bar.write(f"step {done}: train loss {loss:.4f}  eval " +
-                          "  ".join(f"{k} {v:.4f}" for k, v in history["eval"][-1][1].items()))
-            if args.save_every and done % args.save_every == 0 or interrupted:
-                save(done)
-                last_saved = done
-            if interrupted:
-                bar.close()
-                print(f"\ninterrupted: saved step {done} to {run.out / 'checkpoints'}; continue with --resume",
-                      file=sys.stderr)
-                raise SystemExit(130)
-    finally:
-        signal.signal(signal.SIGINT, previous_handler)
-    bar.close()
-    if run.latest_step() != args.steps:
-        save(args.steps)
+    # One sample is one input vector; tokens_per_s (the shared metrics schema) counts samples here too.
+    loop = LoopConfig(steps=args.steps, log_every=args.log_every, eval_every=args.eval_every,
+                      save_every=args.save_every, units_per_step=args.batch_size, unit="samples",
+                      name=f"vvalt-{args.task}")
+    state, history = fit(state, start, loop, run=run, log=log, train_step=train_step, batch=batch,
+                         key=lambda step: key, lr=schedule, evaluate=evaluate,
+                         meta=lambda step: {"data_position": step * args.batch_size, "seed": args.seed})
+    params = state.params
     log.close()
     nnx.merge(graphdef, params).save_pretrained(run.model_dir)
     print(f"saved the model to {run.model_dir} (jaxmodels.vvalt.load)", file=sys.stderr)
