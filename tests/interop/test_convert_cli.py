@@ -209,3 +209,17 @@ def test_bad_shard_size():
     with pytest.raises(ValueError, match="expected a size such as 500MB"):
         convert_cli.parse_size("lots")
     assert convert_cli.parse_size("2GB") == 2 * 10**9 and convert_cli.parse_size("1GiB") == 2**30
+
+
+def test_vvalt_converts_both_ways_with_verify(tmp_path, capsys):
+    from flax import nnx
+
+    from jaxmodels import VVALTConfig, VVALTForSequenceClassification
+
+    cfg = VVALTConfig(input_dim=11, frame_dim=6, task_dim=5, num_labels=3, seed=2)
+    VVALTForSequenceClassification(cfg, rngs=nnx.Rngs(0)).save_pretrained(tmp_path / "ours")
+    convert_cli.main(["to-hf", str(tmp_path / "ours"), str(tmp_path / "hf"), "--verify"])
+    convert_cli.main(["from-hf", str(tmp_path / "hf"), str(tmp_path / "back"), "--verify"])
+    assert capsys.readouterr().out.count("verify: max |output difference|") == 2
+    a, b = load_file(str(tmp_path / "ours" / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
