@@ -115,16 +115,21 @@ def train(args) -> dict:
                                                                              // len(train_set) + 1)])
     eval_batch = min(args.batch_size * args.group_size, len(valid_set))
 
+    eval_seconds = [0.0]
+
     def evaluate(step):
+        t = time.perf_counter()
         acc = policy.accuracy(z, valid_set, codec, task.reward, batch_size=eval_batch)
         log.write({"step": step, "split": "valid", "accuracy": acc})
+        eval_seconds[0] += time.perf_counter() - t
         return acc
 
     if not args.resume:
         best = evaluate(0)
         best_step = 0
     bar = progress(args.steps, start, f"svf {args.task} {args.algo}")
-    t0, done = time.perf_counter(), start
+    t0, done, warm = time.perf_counter(), start, None
+    eval_seconds[0] = 0.0
     for step in range(start, args.steps):
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
         rollout = policy.rollout(z, [train_set[i] for i in idx], codec, task.reward, group_size=args.group_size,
@@ -137,9 +142,11 @@ def train(args) -> dict:
             raise TrainingError(f"the {args.algo} loss became {loss} at step {step + 1}; stopped (checkpoints in "
                                 f"{run.out / 'checkpoints'}). Lower --lr or check the rewards.")
         done = step + 1
+        if warm is None:  # the first step compiles generate and the update: time the steady state after it
+            warm = (done, time.perf_counter(), eval_seconds[0])
         record = {"step": done, "split": "train", "reward": float(rollout.rewards.mean()),
                   "accuracy": float((rollout.rewards > 0).mean()),
-                  **{k: float(v) for k, v in metrics.items()}, "steps_per_s": (done - start) / (time.perf_counter() - t0)}
+                  **{k: float(v) for k, v in metrics.items()}, "steps_per_s": (done - start) / (time.perf_counter() - t0 - eval_seconds[0])}
         log.write(record)
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward']:.2f}", loss=f"{loss:.3f}")
@@ -156,13 +163,15 @@ def train(args) -> dict:
                 bar.write(f"early stop: no validation improvement in {args.patience} evaluations")
                 break
     bar.close()
-    elapsed = time.perf_counter() - t0
+    steady = 0.0
+    if warm is not None and done > warm[0]:  # rollouts and updates only, after the compiling first step
+        steady = (done - warm[0]) / (time.perf_counter() - warm[1] - (eval_seconds[0] - warm[2]))
     log.close()
     expert = wrapper.save(run.out / "expert.safetensors", policy.z_dict(best_z), name=args.task)
     run.close()
     print(f"best valid accuracy {best:.3f} at step {best_step}; expert in {expert}", file=sys.stderr)
     return {"best_valid": best, "best_step": best_step, "steps_done": done,
-            "steps_per_s": (done - start) / elapsed if done > start else 0.0, "expert": str(expert)}
+            "steps_per_s": steady, "expert": str(expert)}
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,7 @@ base / expert / prompt / classifier / few-shot on each task's test split and wri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -158,7 +159,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
 def evaluate_all(adapter: Adapter, tasks: Sequence[str], strategies: Sequence[str], *, n_test: int, shots: int,
                  cem_iterations: int, classifier_train: int, template: str, classify_tokens: int = 20,
                  seed: int = 0) -> dict:
-    """{"per_task": {task: {strategy: accuracy}}, "mixed": {strategy: accuracy}, "routing": {...}}."""
+    """{"per_task": {task: {strategy: accuracy}}, "mixed": {strategy: mean over the tasks with an expert},
+    "routing_accuracy": {strategy: fraction routed to the task's expert, or to "others" without one}}."""
     data = {t: split(get_task(t), n_train=classifier_train, n_valid=shots, n_test=n_test, seed=seed + 1)
             for t in tasks}
     per_task = {t: {} for t in tasks}
@@ -171,20 +173,21 @@ def evaluate_all(adapter: Adapter, tasks: Sequence[str], strategies: Sequence[st
             per_task[t]["expert"] = adapter.accuracy(adapter.model(t), data[t][2])
         if "few-shot" in strategies:
             per_task[t]["few-shot"], _ = adapter.few_shot(data[t][1], data[t][2], iterations=cem_iterations, seed=seed)
+    expected = [e.domain if e.domain in adapter.experts else OTHERS for e in mixed_test]
     if "prompt" in strategies:
         routes = adapter.prompt_routes(mixed_test, template=template, max_new_tokens=classify_tokens)
-        routing["prompt"] = float(np.mean([r == e.domain for r, e in zip(routes, mixed_test)]))
-        mixed["prompt"] = adapter.routed_accuracy(mixed_test, routes)
+        routing["prompt"] = float(np.mean([r == x for r, x in zip(routes, expected)]))
         _per_task_from_routes(per_task, "prompt", adapter, mixed_test, routes)
     if "classifier" in strategies:
-        train = [e for t in tasks for e in data[t][0]]
+        train = [e if e.domain in adapter.experts else dataclasses.replace(e, domain=OTHERS)
+                 for t in tasks for e in data[t][0]]  # tasks without an expert are learnt as "others"
         routes = adapter.classifier_routes(mixed_test, train, seed=seed)
-        routing["classifier"] = float(np.mean([r == e.domain for r, e in zip(routes, mixed_test)]))
-        mixed["classifier"] = adapter.routed_accuracy(mixed_test, routes)
+        routing["classifier"] = float(np.mean([r == x for r, x in zip(routes, expected)]))
         _per_task_from_routes(per_task, "classifier", adapter, mixed_test, routes)
-    for s in ("base", "expert", "few-shot"):
-        if all(s in per_task[t] for t in tasks):
-            mixed[s] = float(np.mean([per_task[t][s] for t in tasks]))
+    with_expert = [t for t in tasks if t in adapter.experts] or list(tasks)
+    for s in STRATEGIES:  # equal test sizes: the mean over tasks is the pooled accuracy
+        if all(s in per_task[t] for t in with_expert):
+            mixed[s] = float(np.mean([per_task[t][s] for t in with_expert]))
     return {"per_task": per_task, "mixed": mixed, "routing_accuracy": routing}
 
 

@@ -25,7 +25,7 @@ def adapter(tmp_path_factory):
         z = {k: rng.normal(0, 2, v.shape).astype(np.float32) for k, v in wrapper.z_vectors.items()}
         wrapper.save(path / f"{name}.safetensors", z, name=name)
         experts[name] = wrapper.load(path / f"{name}.safetensors", set_current=False)
-    return Adapter(wrapper, ByteTokenizer(), experts, max_new_tokens=4, batch_size=4, prompt_len=12), path
+    return Adapter(wrapper, ByteTokenizer(), experts, max_new_tokens=4, batch_size=4, prompt_len=13), path
 
 
 def test_routes_and_others_fallback(adapter):
@@ -55,10 +55,10 @@ def test_adapt_cli(adapter, tmp_path, capsys):
     _, path = adapter
     out = tmp_path / "adapt.json"
     svf_cli.main(["adapt", "--model", str(path / "model"), "--experts", f"sort={path / 'sort.safetensors'}",
-                  f"reverse={path / 'reverse.safetensors'}", "--strategies", "base", "expert", "prompt",
-                  "--n-test", "3", "--batch-size", "4", "--classify-tokens", "6", "--max-new-tokens", "4", "--json", str(out)])
+                  f"reverse={path / 'reverse.safetensors'}", "--strategies", "base", "expert",
+                  "--n-test", "3", "--batch-size", "4", "--max-new-tokens", "4", "--json", str(out)])
     results = json.loads(out.read_text())
-    assert set(results["per_task"]) == {"sort", "reverse"} and set(results["mixed"]) == {"base", "expert", "prompt"}
+    assert set(results["per_task"]) == {"sort", "reverse"} and set(results["mixed"]) == {"base", "expert"}
     assert "task=mixed (mean)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         svf_cli.main(["adapt", "--model", str(path / "model"), "--experts", "sort"])
