@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import optax
 
@@ -146,7 +145,8 @@ def train(args) -> dict:
             warm = (done, time.perf_counter(), eval_seconds[0])
         record = {"step": done, "split": "train", "reward": float(rollout.rewards.mean()),
                   "accuracy": float((rollout.rewards > 0).mean()),
-                  **{k: float(v) for k, v in metrics.items()}, "steps_per_s": (done - start) / (time.perf_counter() - t0 - eval_seconds[0])}
+                  **{k: float(v) for k, v in metrics.items()},
+                  "steps_per_s": (done - start) / (time.perf_counter() - t0 - eval_seconds[0])}
         log.write(record)
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward']:.2f}", loss=f"{loss:.3f}")

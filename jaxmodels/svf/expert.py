@@ -79,7 +79,8 @@ def read_expert(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     return z, manifest
 
 
-def check_fits(path, z: dict[str, np.ndarray], manifest: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], int]],
+def check_fits(path, z: dict[str, np.ndarray], manifest: dict[str, Any],
+               expected: dict[str, tuple[tuple[int, ...], int]],
                *, model_type: str | None, target: str) -> None:
     """Raises ExpertMismatchError listing every difference from `expected` {hf_name: (hf_shape, rank)}."""
     problems = []

@@ -41,8 +41,8 @@ def test_reinforce_loss_by_hand():
 def test_group_advantages_by_hand():
     adv = group_advantages(jnp.asarray([1.0, -1.0, 1.0, 1.0]), 2)
     np.testing.assert_allclose(adv, [1.0, -1.0, 0.0, 0.0], atol=1e-6)
-    np.testing.assert_allclose(group_advantages(jnp.asarray([2.0, 0.0, 1.0]), 1), np.array([1, -1, 0]) / math.sqrt(2 / 3),
-                               rtol=1e-6)
+    batch_wide = group_advantages(jnp.asarray([2.0, 0.0, 1.0]), 1)
+    np.testing.assert_allclose(batch_wide, np.array([1, -1, 0]) / math.sqrt(2 / 3), rtol=1e-6)
 
 
 def test_ppo_loss_clips_by_hand():

@@ -52,7 +52,8 @@ def expected_reward(policy, z, codec):
     ids, mask = codec.encode(["ab"])
     # log-probs at position t score token t+1: append any token to read the distribution after the prompt
     full = jnp.concatenate([jnp.asarray(ids), jnp.zeros((1, 1), jnp.int32)], axis=1)
-    logp = policy._logprobs(z, policy.frozen, full, jnp.concatenate([jnp.asarray(mask), jnp.ones((1, 1), jnp.int32)], 1))[0]
+    attention = jnp.concatenate([jnp.asarray(mask), jnp.ones((1, 1), jnp.int32)], 1)
+    logp = policy._logprobs(z, policy.frozen, full, attention)[0]
     return 2 * float(jnp.exp(logp[0, -1, [CHARS.index(c) for c in TARGET]]).sum()) - 1
 
 
