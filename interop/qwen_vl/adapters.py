@@ -2,7 +2,8 @@
 
 The base weights are frozen and never written. Each adapter is a separate set of `lora_A` / `lora_B`
 matrices (scale alpha / r) on the language model's projections only; the vision tower is untouched.
-Adapters are saved and loaded in peft's own format (adapter_config.json + adapter_model.safetensors).
+Adapters are saved and loaded in peft's own format (adapter_config.json + adapter_model.safetensors), plus
+the adapter's AdamW state in optimizer.safetensors, so that online learning resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 LM_PREFIX = "model.language_model."
+OPTIMIZER_FILE = "optimizer.safetensors"  # next to peft's files; peft ignores it
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -157,6 +159,7 @@ class AdapterBank:
         try:
             self.peft.save_pretrained(str(tmp), selected_adapters=[name])
             written = tmp if name == "default" else tmp / name  # peft nests non-default adapters
+            self._save_optimizer(name, written / OPTIMIZER_FILE)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(written, path)
@@ -185,3 +188,45 @@ class AdapterBank:
         else:
             self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
         self._check_placement(name)
+        if (path / OPTIMIZER_FILE).is_file():
+            try:
+                self._load_optimizer(name, path / OPTIMIZER_FILE)
+            except BaseException:
+                self.delete(name)
+                raise
+
+    def _state_key(self, name: str, param_name: str) -> str:
+        return param_name.replace(f".{name}.", ".")  # adapter-name free, so it loads under any name
+
+    def _save_optimizer(self, name: str, file: Path) -> None:
+        from safetensors.torch import save_file
+
+        opt = self.optimizers.get(name)
+        if opt is None:
+            return
+        names = list(self.params(name))  # the optimizer was built over these, in this order
+        state = opt.state_dict()
+        tensors = {f"{self._state_key(name, names[i])}::{k}": torch.as_tensor(v).detach().cpu().contiguous()
+                   for i, entry in state["state"].items() for k, v in entry.items()}
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]]
+        save_file(tensors, str(file), metadata={"param_groups": json.dumps(groups), "optimizer": "AdamW"})
+
+    def _load_optimizer(self, name: str, file: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as f:
+            groups = json.loads(f.metadata()["param_groups"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        names = list(self.params(name))
+        keys = [self._state_key(name, n) for n in names]
+        saved = {k.split("::")[0] for k in tensors}
+        if not saved <= set(keys):
+            raise ValueError(f"{file}: optimizer state for {sorted(saved - set(keys))[:2]}, which adapter {name!r} "
+                             f"does not have (it has e.g. {keys[:2]})")
+        state = {i: {k.split("::")[1]: v for k, v in tensors.items() if k.split("::")[0] == key}
+                 for i, key in enumerate(keys) if key in saved}
+        opt = self.optimizer(name, lr=groups[0]["lr"])
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        opt.load_state_dict({"state": state, "param_groups": [dict(g, params=list(range(len(names))))
+                                                              for g in groups]})
