@@ -39,6 +39,14 @@ class UnknownAdapterError(KeyError):
         return str(self.args[0])
 
 
+def check_name(name) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"adapter name {name!r}: expected letters, digits, '_' or '-', not starting with a digit")
+    if hasattr(torch.nn.ModuleDict(), name):  # peft keys a ModuleDict by adapter name
+        raise ValueError(f"adapter name {name!r} clashes with an attribute of torch.nn.Module "
+                         f"(e.g. half, float, train, forward); choose another name")
+
+
 def target_regex(targets: tuple[str, ...]) -> str:
     """peft full-matches this against module names: the decoder layers' projections, nothing in model.visual."""
     return rf"model\.language_model\.layers\.\d+\.(self_attn|mlp)\.({'|'.join(map(re.escape, targets))})"
@@ -72,8 +80,7 @@ class AdapterBank:
                           target_modules=target_regex(self.targets))
 
     def create(self, name: str) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(f"adapter name {name!r}: expected letters, digits, '_' or '-', not starting with a digit")
+        check_name(name)
         if self.peft is None:
             from peft import get_peft_model
 
@@ -178,8 +185,7 @@ class AdapterBank:
             raise ValueError(f"{config_file}: peft_type is {kind!r}, expected 'LORA'")
         if name in self.names:
             raise ValueError(f"adapter {name!r} already exists; delete it first or load under another name")
-        if not _NAME.match(name):
-            raise ValueError(f"adapter name {name!r}: expected letters, digits, '_' or '-', not starting with a digit")
+        check_name(name)
         if self.peft is None:
             from peft import PeftModel
 

@@ -141,3 +141,13 @@ def test_non_finite_loss_is_refused_and_rolled_back(llm, monkeypatch):
     monkeypatch.undo()
     after, _ = llm.adapters.snapshot("nan_guard")
     assert all(torch.equal(after[n], w) for n, w in weights.items())
+
+
+def test_bfloat16_base_learns_float32_adapters(tiny_dir):
+    half = OnlineLLM(tiny_dir, dtype="bfloat16", temperature=0.0, max_tokens=4, lora_rank=4,
+                     attn_implementation="sdpa")
+    assert half.hf_model.dtype == torch.bfloat16 == half.hf_model.model.lm_head.weight.dtype
+    losses = half.learn(PROMPT, ANSWER, lora_adapter="bf16", steps=4, lr=2e-2)
+    assert losses[-1] < losses[0]
+    assert {p.dtype for p in half.adapters.params("bf16").values()} == {torch.float32}
+    assert isinstance(half.generate(PROMPT, lora_adapter="bf16"), str)

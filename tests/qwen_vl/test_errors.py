@@ -99,6 +99,9 @@ def test_unknown_adapter_name(llm):
         llm.save_adapter("nope", "/tmp/never-written")
     with pytest.raises(ValueError, match="adapter name 'a.b': expected letters, digits"):
         llm.learn("Hi", "there", lora_adapter="a.b")
+    with pytest.raises(ValueError, match="adapter name 'half' clashes with an attribute of torch.nn.Module"):
+        llm.learn("Hi", "there", lora_adapter="half")
+    assert "half" not in llm.lora_adapters and "known" in llm.lora_adapters
 
 
 def test_empty_response_loses_nothing(llm):
