@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import optax
 
 from jaxmodels.registry import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, ExpertMismatchError, SVFWrapper
 from training.metrics import MetricsLog, progress
 from training.rundir import RunDir, RunDirError
-from training.svf_rl import PromptCodec, RewardError, SVFPolicy
+from training.svf_rl import PromptCodec, RewardError, SVFPPOTrainer
 from training.svf_tasks import get_task, split
 from training.tokenizer import load_tokenizer
 
@@ -94,21 +93,19 @@ def train(args) -> dict:
     task = get_task(args.task)
     train_set, valid_set, _ = split(task, n_train=args.n_train, n_valid=args.n_valid, n_test=0, seed=args.seed)
     codec = PromptCodec.for_examples(tokenizer, train_set + valid_set, args.max_new_tokens)
-    policy = SVFPolicy(wrapper)
-    tx = optax.chain(optax.clip_by_global_norm(args.grad_clip), optax.adam(args.lr))
-    z = policy.z_list()
-    opt_state = tx.init(z)
+    trainer = SVFPPOTrainer(wrapper, codec, algo=args.algo, lr=args.lr, grad_clip=args.grad_clip,
+                            kl_coef=args.kl_coef, clip_eps=args.clip_eps, epochs=args.ppo_epochs,
+                            group_size=args.group_size, temperature=args.temperature)
     run = RunDir(args.out, identity(args), resume=args.resume, force=args.force)
     start, best, best_step, stale = 0, -1.0, 0, 0
     if args.resume:
-        start, restored, meta = run.restore({"z": z, "opt_state": opt_state, "best_z": z})
-        z, opt_state, best_z = restored["z"], restored["opt_state"], restored["best_z"]
+        start, restored, meta = run.restore({"z": trainer.z, "opt_state": trainer.opt_state, "best_z": trainer.z})
+        trainer.z, trainer.opt_state, best_z = restored["z"], restored["opt_state"], restored["best_z"]
         best, best_step, stale = meta["best_valid"], meta["best_step"], meta["stale"]
         print(f"resumed {args.out} at step {start}", file=sys.stderr)
     else:
-        best_z = [x.copy() for x in z]
+        best_z = [x.copy() for x in trainer.z]
     log = MetricsLog(run.metrics_path, resume_step=start if args.resume else None)
-    update = policy.make_update(tx, algo=args.algo, kl_coef=args.kl_coef, clip_eps=args.clip_eps)
     rng = np.random.default_rng([args.seed, 1])
     order = np.concatenate([rng.permutation(len(train_set)) for _ in range(args.steps * args.batch_size
                                                                              // len(train_set) + 1)])
@@ -118,7 +115,7 @@ def train(args) -> dict:
 
     def evaluate(step):
         t = time.perf_counter()
-        acc = policy.accuracy(z, valid_set, codec, task.reward, batch_size=eval_batch)
+        acc = trainer.accuracy(valid_set, task.reward, batch_size=eval_batch)
         log.write({"step": step, "split": "valid", "accuracy": acc})
         eval_seconds[0] += time.perf_counter() - t
         return acc
@@ -131,12 +128,9 @@ def train(args) -> dict:
     eval_seconds[0] = 0.0
     for step in range(start, args.steps):
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        rollout = policy.rollout(z, [train_set[i] for i in idx], codec, task.reward, group_size=args.group_size,
-                                 temperature=args.temperature, seed=args.seed * 100003 + step, task_name=task.name)
-        batch = policy.batch_from(z, rollout, algo=args.algo, kl_coef=args.kl_coef, group_size=args.group_size)
-        for _ in range(args.ppo_epochs if args.algo == "ppo" else 1):
-            z, opt_state, metrics = update(z, opt_state, batch)
-        loss = float(metrics["loss"])
+        rollout, metrics = trainer.step([train_set[i] for i in idx], task.reward, seed=args.seed * 100003 + step,
+                                        task_name=task.name)
+        loss = metrics["loss"]
         if not np.isfinite(loss):
             raise TrainingError(f"the {args.algo} loss became {loss} at step {step + 1}; stopped (checkpoints in "
                                 f"{run.out / 'checkpoints'}). Lower --lr or check the rewards.")
@@ -145,7 +139,7 @@ def train(args) -> dict:
             warm = (done, time.perf_counter(), eval_seconds[0])
         record = {"step": done, "split": "train", "reward": float(rollout.rewards.mean()),
                   "accuracy": float((rollout.rewards > 0).mean()),
-                  **{k: float(v) for k, v in metrics.items()},
+                  **metrics,
                   "steps_per_s": (done - start) / (time.perf_counter() - t0 - eval_seconds[0])}
         log.write(record)
         bar.update(1)
@@ -153,11 +147,11 @@ def train(args) -> dict:
         if done % args.eval_every == 0 or done == args.steps:
             acc = evaluate(done)
             if acc > best:
-                best, best_step, stale, best_z = acc, done, 0, [x.copy() for x in z]
+                best, best_step, stale, best_z = acc, done, 0, [x.copy() for x in trainer.z]
             else:
                 stale += 1
             bar.write(f"step {done}: valid accuracy {acc:.3f} (best {best:.3f} at step {best_step})")
-            run.save(done, {"z": z, "opt_state": opt_state, "best_z": best_z},
+            run.save(done, {"z": trainer.z, "opt_state": trainer.opt_state, "best_z": best_z},
                      {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
             if stale >= args.patience:
                 bar.write(f"early stop: no validation improvement in {args.patience} evaluations")
@@ -167,7 +161,7 @@ def train(args) -> dict:
     if warm is not None and done > warm[0]:  # rollouts and updates only, after the compiling first step
         steady = (done - warm[0]) / (time.perf_counter() - warm[1] - (eval_seconds[0] - warm[2]))
     log.close()
-    expert = wrapper.save(run.out / "expert.safetensors", policy.z_dict(best_z), name=args.task)
+    expert = wrapper.save(run.out / "expert.safetensors", trainer.z_vectors(best_z), name=args.task)
     run.close()
     print(f"best valid accuracy {best:.3f} at step {best_step}; expert in {expert}", file=sys.stderr)
     return {"best_valid": best, "best_step": best_step, "steps_done": done,

@@ -190,3 +190,39 @@ class SVFPolicy:
 
     def accuracy(self, z, examples: Sequence[Example], codec: PromptCodec, reward_fn, *, batch_size: int) -> float:
         return accuracy_with(self.patched(z), examples, codec, reward_fn, batch_size=batch_size)
+
+
+class SVFPPOTrainer:
+    """The seed's SVF PPO trainer, with a gradient that reaches z: rollouts with W'(z), then PPO (clipped
+    surrogate, group-normalised advantages, `epochs` updates per batch) or REINFORCE updates of z only.
+
+    `step(examples, reward_fn, seed=...)` -> (rollout, metrics); `z` (a list ordered like wrapper.keys) and
+    `opt_state` are the training state; `z_vectors()` returns it keyed for `wrapper.save`.
+    """
+
+    def __init__(self, wrapper: SVFWrapper, codec: PromptCodec, *, algo: str = "ppo", lr: float = 2e-3,
+                 grad_clip: float = 1e-3, kl_coef: float = 0.0, clip_eps: float = 0.2, epochs: int = 4,
+                 group_size: int = 1, temperature: float = 0.0):
+        self.policy, self.codec = SVFPolicy(wrapper), codec
+        self.algo, self.kl_coef, self.epochs = algo, kl_coef, epochs if algo == "ppo" else 1
+        self.group_size, self.temperature = group_size, temperature
+        self.tx = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(lr))
+        self.z = self.policy.z_list()
+        self.opt_state = self.tx.init(self.z)
+        self._update = self.policy.make_update(self.tx, algo=algo, kl_coef=kl_coef, clip_eps=clip_eps)
+
+    def step(self, examples: Sequence[Example], reward_fn, *, seed: int = 0,
+             task_name: str = "task") -> tuple[Rollout, dict[str, float]]:
+        rollout = self.policy.rollout(self.z, examples, self.codec, reward_fn, group_size=self.group_size,
+                                      temperature=self.temperature, seed=seed, task_name=task_name)
+        batch = self.policy.batch_from(self.z, rollout, algo=self.algo, kl_coef=self.kl_coef,
+                                       group_size=self.group_size)
+        for _ in range(self.epochs):
+            self.z, self.opt_state, metrics = self._update(self.z, self.opt_state, batch)
+        return rollout, {k: float(v) for k, v in metrics.items()}
+
+    def accuracy(self, examples: Sequence[Example], reward_fn, *, batch_size: int) -> float:
+        return self.policy.accuracy(self.z, examples, self.codec, reward_fn, batch_size=batch_size)
+
+    def z_vectors(self, z: list[jax.Array] | None = None) -> dict[str, jax.Array]:
+        return self.policy.z_dict(self.z if z is None else z)
