@@ -23,6 +23,29 @@ from benchmarks.harness import time_alternating, write_results
 IN_ALL = False  # needs torchvision (see docs/qwen_vl.md); run it by name
 
 
+def _async_rows(llm, prompt: str, n: int, new: int, runs: int, rows: list[dict]) -> dict:
+    """n concurrent greedy generate_async calls, coalesced into batches vs one model call each."""
+    import asyncio
+
+    from benchmarks.harness import time_fn
+
+    prompts = [f"{prompt} ({k})" for k in range(n)]
+
+    async def burst():
+        return await asyncio.gather(*(llm.generate_async(p, max_tokens=new) for p in prompts))
+
+    out = {}
+    for coalesce in (False, True):
+        llm.coalesce = coalesce
+        t = time_fn(lambda: asyncio.run(burst()), warmup=1, runs=runs)
+        out["coalesced" if coalesce else "serial"] = t
+        rows.append({"attention": llm.attn_implementation, "image": False, "LoRA": False,
+                     "batch": f"{n} async calls, {'coalesced' if coalesce else 'one by one'}",
+                     "generate s": t["median"], "decode tok/s": n * new / t["median"]})
+    llm.coalesce = True
+    return out
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks qwen-vl", description=__doc__)
     p.add_argument("--quick", action="store_true", help="the 64-wide test model, fewer tokens and runs")
@@ -80,8 +103,12 @@ def main(argv: list[str]) -> None:
                     results[f"{attn}/{'image' if with_image else 'text'}/{'lora' if lora else 'base'}"] = {
                         **row, "timings": t}
                     print(row, flush=True)
+            if attn == available_attn_implementations(device)[0]:
+                results["async"] = _async_rows(llm, prompt, batch * 2, new, runs, rows)
     suite = "qwen-vl-quick" if args.quick else "qwen-vl"
     write_results(suite, results, rows,
                   notes=f"device {device}, {args.threads} CPU thread(s); greedy, {new} new tokens; image 112x112 = 16 image tokens per prompt; "
                         "LoRA rank 8 on the language model's q/k/v/o (peft, unmerged). flash_attention_2 appears "
-                        "only where CUDA and flash-attn are present.")
+                        "only where CUDA and flash-attn are present. The 'async calls' rows: concurrent greedy "
+                        "generate_async requests, each its own model call vs coalesced into batches; their tok/s "
+                        "include prefill and the processor.")

@@ -17,6 +17,7 @@ import torch
 
 from interop.qwen_vl import images as imgs
 from interop.qwen_vl.adapters import DEFAULT_TARGETS, AdapterBank
+from interop.qwen_vl.coalesce import Coalescer
 from interop.qwen_vl.loading import HFQwen2_5_VL, load_hf_qwen2_5_vl_model
 from interop.qwen_vl.prompts import encode_example, encode_prompts
 
@@ -33,7 +34,8 @@ class OnlineLLM:
                  lora_rank: int = 8, lora_alpha: float = 32, attn_implementation: str | None = "flash_attention_2",
                  *, dtype: str | torch.dtype | None = "auto", device_map: str | None = None,
                  min_pixels: int | None = None, max_pixels: int | None = None, top_p: float | None = None,
-                 lora_targets: tuple[str, ...] = DEFAULT_TARGETS, chat_template: bool = True):
+                 lora_targets: tuple[str, ...] = DEFAULT_TARGETS, chat_template: bool = True,
+                 coalesce: bool = True):
         if temperature < 0:
             raise ValueError(f"temperature={temperature}; expected >= 0 (0 means greedy)")
         if max_tokens < 1:
@@ -46,6 +48,8 @@ class OnlineLLM:
         self.chat_template = chat_template
         self.adapters = AdapterBank(self.hf_model.model, rank=lora_rank, alpha=lora_alpha, targets=lora_targets)
         self._lock = threading.RLock()
+        self.coalesce = coalesce
+        self._coalescer = Coalescer(self._run_greedy_batch, self._lock)
 
     # -- reporting -------------------------------------------------------------------------------
     @property
@@ -121,8 +125,26 @@ class OnlineLLM:
         return texts[0] if single else texts
 
     async def generate_async(self, prompt: str | list[str], lora_adapter: str | None = None, images: Any = None,
-                             **kwargs) -> str | list[str]:
-        return await asyncio.to_thread(self.generate, prompt, lora_adapter, images, **kwargs)
+                             max_tokens: int | None = None, temperature: float | None = None,
+                             top_p: float | None = None, seed: int | None = None) -> str | list[str]:
+        """`generate` off the event loop. Greedy requests that arrive while the model is busy are batched
+        together (same adapter and max_tokens) when `coalesce` is on; each caller gets its own answer."""
+        greedy = (self.temperature if temperature is None else temperature) == 0 and seed is None
+        if not (self.coalesce and greedy):
+            return await asyncio.to_thread(self.generate, prompt, lora_adapter, images, max_tokens, temperature,
+                                           top_p, seed)
+        prompts, single = self._prompts(prompt)
+        groups = imgs.normalize(images, len(prompts), self.hf_model.max_pixels)  # bad input fails its own caller
+        if lora_adapter is not None:
+            self.adapters.check(lora_adapter)
+        key = (lora_adapter, self.max_tokens if max_tokens is None else int(max_tokens))
+        texts = await self._coalescer.submit(key, prompts, groups)
+        return texts[0] if single else texts
+
+    def _run_greedy_batch(self, key: tuple[str | None, int], prompts: list[str], images) -> list[str]:
+        lora_adapter, max_tokens = key
+        ids = self.generate_ids(prompts, lora_adapter, images, max_tokens=max_tokens, temperature=0.0)
+        return self.hf_model.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def stream(self, prompt: str, lora_adapter: str | None = None, images: Any = None,
                max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,

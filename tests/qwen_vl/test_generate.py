@@ -64,6 +64,40 @@ def test_concurrent_async_calls_match_sequential_ones(llm, image):
     assert asyncio.run(run()) == expected
 
 
+def test_concurrent_greedy_calls_are_served_in_one_batch(llm, image):
+    requests = [("Hi", None), ("What is in the picture?", image), ("Describe it.", None), ("Why?", [image, image])]
+    expected = [llm.generate(p, images=i) for p, i in requests]
+    expected_other = llm.generate("Hi", max_tokens=2)
+
+    async def run():
+        llm._lock.acquire()  # keep the model busy until every request is waiting
+        try:
+            tasks = [asyncio.ensure_future(llm.generate_async(p, images=i)) for p, i in requests]
+            other = asyncio.ensure_future(llm.generate_async("Hi", max_tokens=2))  # other settings: own batch
+            sampled = asyncio.ensure_future(llm.generate_async("Hi", temperature=1.0, seed=0))  # never coalesced
+            await asyncio.sleep(0.2)
+        finally:
+            llm._lock.release()
+        return await asyncio.gather(*tasks), await other, await sampled
+
+    before = llm._coalescer.batches
+    got, other, sampled = asyncio.run(run())
+    assert got == expected and other == expected_other
+    assert sampled == llm.generate("Hi", temperature=1.0, seed=0)
+    assert llm._coalescer.batches - before == 2
+
+
+def test_a_bad_request_fails_only_its_caller(llm):
+    async def run():
+        return await asyncio.gather(llm.generate_async("Hi"), llm.generate_async("Hi", images=b"png"),
+                                    llm.generate_async("Hi", lora_adapter="missing"), return_exceptions=True)
+
+    good, bad_image, bad_adapter = asyncio.run(run())
+    assert good == llm.generate("Hi")
+    assert isinstance(bad_image, TypeError) and "unsupported image type" in str(bad_image)
+    assert "unknown LoRA adapter 'missing'" in str(bad_adapter)
+
+
 def test_streaming_yields_the_same_text(llm, image):
     pieces = list(llm.stream("What is in the picture?", images=image))
     assert "".join(pieces) == llm.generate("What is in the picture?", images=image)
