@@ -10,13 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` so that readers see either the old file or the whole new one."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator:
+    """A file opened on a temporary sibling of `path`, renamed over `path` only when the block succeeds,
+    so readers see either the old file or the whole new one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -24,6 +27,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes `text` to `path` atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 @contextlib.contextmanager

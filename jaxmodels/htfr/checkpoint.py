@@ -11,11 +11,8 @@ Loading keeps the saved per-tensor interpolations (the original re-randomised th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -25,6 +22,7 @@ from jaxmodels.htfr.config import HTFRConfig
 from jaxmodels.htfr.hypertensor import INTERPOLATIONS, interpolation_id
 from jaxmodels.htfr.model import HTFRModel
 from jaxmodels.htfr.state import FieldState
+from jaxmodels.io import atomic_open
 from kernels.projection import ProjectionStack
 
 FORMAT = "jaxmodels-htfr-1"
@@ -33,18 +31,8 @@ _STATE_KEYS = ("normals", "deltas", "dneg", "dpos", "taus", "ref_radius", "usage
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray], compressed: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compressed else np.savez)(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
 
 
 def _load(path) -> dict[str, np.ndarray]:
