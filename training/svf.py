@@ -22,13 +22,10 @@ from jaxmodels.registry import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, ExpertMismatchError, SVFWrapper
 from training.metrics import MetricsLog, progress
 from training.rundir import RunDir, RunDirError
+from training.loop import TrainingError
 from training.svf_rl import PromptCodec, RewardError, SVFPPOTrainer
 from training.svf_tasks import get_task, split
 from training.tokenizer import load_tokenizer
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (a non-finite loss); the last good checkpoint is kept."""
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
