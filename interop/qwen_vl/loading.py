@@ -178,9 +178,16 @@ def load_hf_qwen2_5_vl_model(path: str | os.PathLike, attn_implementation: str |
                           ("cuda" if torch.cuda.is_available() else "cpu"))
     attn, note = resolve_attn_implementation(attn_implementation, device)
     torch_dtype = resolve_dtype(dtype, device)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        source, dtype=torch_dtype, attn_implementation=attn,
-        device_map=device_map if device_map == "auto" else str(device))
+    try:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            source, dtype=torch_dtype, attn_implementation=attn,
+            device_map=device_map if device_map == "auto" else str(device))
+    except OSError as err:
+        if local.exists():
+            raise
+        raise ModelDirectoryError(f"{source} is not a local directory and could not be loaded as a hub id "
+                                  f"({str(err).splitlines()[0]}); expected an existing directory or a reachable "
+                                  "hub id such as 'Qwen/Qwen2.5-VL-3B-Instruct'") from err
     if model.config.model_type != MODEL_TYPE:
         raise ModelDirectoryError(f"{source}: model_type is {model.config.model_type!r}, expected {MODEL_TYPE!r}")
     processor = AutoProcessor.from_pretrained(source)

@@ -50,6 +50,9 @@ def test_a_directory_that_is_not_qwen2_5_vl(tmp_path):
         OnlineLLM(tmp_path)
     with pytest.raises(ModelDirectoryError, match="does not exist; expected a local Qwen2.5-VL directory or a hub id"):
         OnlineLLM(tmp_path / "nowhere")
+    with pytest.raises(ModelDirectoryError, match="someorg/no-such-model is not a local directory and could not be "
+                                                  "loaded as a hub id"):
+        OnlineLLM("someorg/no-such-model")  # HF_HUB_OFFLINE=1 in tests/conftest.py: nothing leaves the machine
 
 
 def test_unsupported_image_types(llm, tmp_path):
