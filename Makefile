@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU wheel on this machine; a bare `torch` requirement pulls a multi-GB CUDA build.
-TORCH := torch==2.13.0
+# Pinned builds that install from this machine's local wheels (torchvision 0.29.1 needs torch 2.14.1; a CUDA
+# build that runs on the CPU). A bare `torch` requirement would pull an unpinned multi-GB build from the index.
+TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv demo test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
