@@ -1,7 +1,9 @@
-"""The custom-VJP matmuls in jaxmodels.layers.dense give the gradients of the plain einsum.
+"""The layers' custom VJPs give the gradients JAX's autodiff gives for the plain formulation.
 
-Shapes are prime and pairwise distinct, and cover both branches of `_canonical_weight_grad` (transpose the
-input when it is the narrower operand, else the output gradient) and one or two leading axes.
+The matmuls of jaxmodels.layers.dense (shapes prime and pairwise distinct, covering both branches of
+`_canonical_weight_grad`: transpose the input when it is the narrower operand, else the output gradient),
+the attention core (MHA, GQA, padding, dropout) and SwiGLU. The compiled backward passes must also keep
+every dot in the form XLA:CPU runs fast (contracting over the left operand's last dimension).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxmodels.layers.attention_core import attention_core, reference_attention
 from jaxmodels.layers.dense import matmul, matmul_t
+from jaxmodels.layers.mlp import swiglu
 
 # (leading shape, in features I, out features O): I < O, I > O and I == O.
 SHAPES = [((13,), 5, 11), ((13,), 11, 5), ((3, 7), 17, 19), ((3, 7), 19, 17), ((2, 5), 7, 7)]
@@ -85,3 +89,58 @@ def test_weight_gradient_dots_keep_contracting_dim_last(fn, transposed_w, i, o):
     dots = re.findall(r"= f32\[\d+,\d+\]\{[\d,]*\} dot\([^\n]*?lhs_contracting_dims=\{(\d)\}", hlo)
     assert dots, "no 2-D dot found in the compiled module"
     assert all(d == "1" for d in dots), f"a dot contracts over the lhs's first dimension: {dots}"
+
+
+# (B, T, S, N query heads, K key/value heads, H): MHA, GQA, one kv head, a cache longer than the queries.
+ATTENTION_SHAPES = [(2, 13, 13, 4, 4, 6), (2, 7, 7, 6, 2, 8), (1, 11, 11, 3, 1, 4), (3, 5, 17, 6, 3, 10)]
+
+
+def _attention_inputs(b, t, s, n, kv_heads, h, *, dropout: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    g = n // kv_heads
+    q = jnp.asarray(rng.standard_normal((b, kv_heads, g * t, h)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((b, kv_heads, s, h)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((b, kv_heads, s, h)), jnp.float32)
+    mask = np.tril(np.ones((t, s), bool), k=s - t)[None].repeat(b, axis=0)
+    mask[0, :, :3] = False  # padded keys: the first queries of row 0 attend to nothing at all
+    keep_scale = None
+    if dropout:
+        keep_scale = jnp.asarray(np.where(rng.random((b, kv_heads, g, t, s)) < 0.7, 1 / 0.7, 0.0), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal(q.shape), jnp.float32)
+    return q, k, v, jnp.asarray(mask), keep_scale, ct
+
+
+@pytest.mark.parametrize("dropout", [False, True], ids=["plain", "dropout"])
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES)
+def test_attention_core_matches_reference(shape, dropout):
+    q, k, v, mask, keep_scale, ct = _attention_inputs(*shape, dropout=dropout)
+    out = attention_core(q, k, v, mask, keep_scale)
+    assert not np.isnan(np.asarray(out)).any()
+    _assert_close(out, reference_attention(q, k, v, mask, keep_scale))
+    ours = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attention_core(q, k, v, mask, keep_scale) * ct), argnums=(0, 1, 2)))
+    plain = jax.grad(lambda q, k, v: jnp.sum(reference_attention(q, k, v, mask, keep_scale) * ct), argnums=(0, 1, 2))
+    for got, want in zip(ours(q, k, v), plain(q, k, v)):
+        _assert_close(got, want)
+
+
+def test_attention_core_backward_dots_keep_contracting_dim_last():
+    q, k, v, mask, _, ct = _attention_inputs(2, 64, 64, 4, 2, 16, dropout=False)
+    grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(attention_core(q, k, v, mask) * ct), argnums=(0, 1, 2)))
+    hlo = grad.lower(q, k, v).compile().as_text()
+    dims = re.findall(r"dot\([^\n]*?lhs_batch_dims=\{0,1\}, lhs_contracting_dims=\{(\d)\}", hlo)
+    assert dims and all(d == "3" for d in dims), f"batched dots contracting elsewhere than the lhs's last dim: {dims}"
+
+
+@pytest.mark.parametrize("shape", [(13, 22), (3, 7, 38)])
+def test_swiglu_matches_autodiff(shape):
+    rng = np.random.default_rng(0)
+    gate_up = jnp.asarray(3 * rng.standard_normal(shape), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((*shape[:-1], shape[-1] // 2)), jnp.float32)
+
+    def plain(y):
+        gate, up = jnp.split(y, 2, axis=-1)
+        return jax.nn.silu(gate) * up
+
+    _assert_close(swiglu(gate_up), plain(gate_up))
+    grads = [jax.grad(lambda y, f=f: jnp.sum(f(y) * ct))(gate_up) for f in (swiglu, plain)]
+    _assert_close(*grads)

@@ -6,29 +6,30 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxmodels.layers.attention_core import attention_core
 from jaxmodels.layers.cache import LayerCache, write_layer
-from jaxmodels.layers.dropout import dropout
 from jaxmodels.layers.linear import Linear, fused_linear
 from jaxmodels.layers.rope import apply_rope
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, dropout_rate: float = 0.0,
            key: jax.Array | None = None) -> jax.Array:
-    """Softmax attention in float32.
+    """Softmax attention in float32 (`attention_core`, after a heads-major relayout).
 
     q [B, T, N, H]; k, v [B, S, K, H] with N a multiple of K; mask [B, T, S] bool (True = attend).
     Returns [B, T, N, H]. A row with nothing to attend to (a padding query) averages uniformly
-    instead of producing NaN.
+    instead of producing NaN. Dropout (rate > 0 and a key) zeroes probabilities [B, K, G, T, S].
     """
     b, t, n, h = q.shape
-    kv_heads = k.shape[2]
-    q = q.reshape(b, t, kv_heads, n // kv_heads, h)  # [B, T, K, G, H]
-    scores = jnp.einsum("BTKGH,BSKH->BKGTS", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (h ** -0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, jnp.finfo(jnp.float32).min)
-    probs = dropout(jax.nn.softmax(scores, axis=-1), dropout_rate, key).astype(v.dtype)
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
-    return out.reshape(b, t, n, h)
+    s, kv_heads = k.shape[1], k.shape[2]
+    g = n // kv_heads
+    q = q.reshape(b, t, kv_heads, g, h).transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, g * t, h)  # [B, K, G*T, H]
+    keep_scale = None
+    if key is not None and dropout_rate > 0.0:
+        keep = jax.random.bernoulli(key, 1.0 - dropout_rate, (b, kv_heads, g, t, s))
+        keep_scale = jnp.where(keep, 1.0 / (1.0 - dropout_rate), 0.0)
+    out = attention_core(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask, keep_scale)
+    return out.reshape(b, kv_heads, g, t, h).transpose(0, 3, 1, 2, 4).reshape(b, t, n, h)
 
 
 class Attention(nnx.Module):

@@ -50,11 +50,11 @@ class Linear(nnx.Module):
         return y.reshape(*lead, *self.out_shape)
 
 
-def fused_linear(x: jax.Array, projections: Sequence[Linear]) -> list[jax.Array]:
+def fused_projection(x: jax.Array, projections: Sequence[Linear]) -> jax.Array:
     """Applies several projections of the same input as one dot (fewer, larger dots are faster on CPU).
 
     Storage stays one parameter per projection, so checkpoints keep the original's separate keys.
-    x [..., I] -> one array [..., *out_shape] per projection.
+    x [..., I] -> [..., O1 + O2 + ...], each projection's flattened output side by side.
     """
     kernels = [p.flat_kernel() for p in projections]
     y = matmul(x, jnp.concatenate(kernels, axis=1).astype(x.dtype))
@@ -62,7 +62,13 @@ def fused_linear(x: jax.Array, projections: Sequence[Linear]) -> list[jax.Array]
         biases = [p.flat_bias() if p.bias is not None else jnp.zeros(k.shape[1], k.dtype)
                   for p, k in zip(projections, kernels)]
         y = y + jnp.concatenate(biases).astype(y.dtype)
-    splits = np.cumsum([k.shape[1] for k in kernels])[:-1].tolist()
+    return y
+
+
+def fused_linear(x: jax.Array, projections: Sequence[Linear]) -> list[jax.Array]:
+    """`fused_projection` split back: x [..., I] -> one array [..., *out_shape] per projection."""
+    y = fused_projection(x, projections)
+    splits = np.cumsum([math.prod(p.out_shape) for p in projections])[:-1].tolist()
     parts = jnp.split(y, splits, axis=-1)
     return [part.reshape(*x.shape[:-1], *p.out_shape) for part, p in zip(parts, projections)]
 

@@ -19,8 +19,11 @@ def inverse_frequencies(head_dim: int, theta: float = 10000.0) -> jax.Array:
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, *, interleaved: bool) -> jax.Array:
     """Rotates x [B, T, N, H] by angles positions [B, T] * inv_freq [H/2]; returns x's dtype."""
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
-    cos = jnp.cos(angles)[:, :, None, :]  # [B, T, 1, H/2]
-    sin = jnp.sin(angles)[:, :, None, :]
+    table = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)  # [B, T, H/2, 2]
+    # Summed with a zero partner (exact): a reduction ends an XLA:CPU fusion, so the table is computed once
+    # per call. Fused into the rotation, cos and sin would be recomputed for every element of x (N-fold).
+    table = jnp.sum(table[..., None] * jnp.array([1.0, 0.0], jnp.float32), axis=-1)
+    cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]  # [B, T, 1, H/2]
     xf = x.astype(jnp.float32)
     if interleaved:
         x1, x2 = xf[..., 0::2], xf[..., 1::2]
