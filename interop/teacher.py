@@ -1,0 +1,187 @@
+"""Teacher capture for the HTFT: windows of a token stream through a frozen causal LM.
+
+For every window start s in 0, stride, 2 stride, ... (while s + seq_len < len(stream)): tokens [W] =
+stream[s : s + W], the final-normed hidden states [W, H], the target = stream[s + W] (the next token), and
+optionally the teacher's logits at the window's last position [V]. Two sources:
+- `HFTeacher`: any Hugging Face causal LM directory, run through transformers (PyTorch, CPU, batched);
+- `FlaxTeacher`: one of our Flax decoders (`jaxmodels.from_pretrained`), through `hidden_states`.
+`capture` caches the result on disk under a key hashing the teacher's files, the token stream and the settings,
+so a second run with the same teacher and data reads it back instead of recomputing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from jaxmodels.io import atomic_open
+
+CACHE_VERSION = "htft-teacher-1"
+
+
+class TeacherError(ValueError):
+    """The teacher, its tokenizer or the requested windows cannot be used."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TeacherWindows:
+    """N windows (satisfies jaxmodels.htft.TeacherWindowLike): tokens [N, W] int32, hidden [N, W, H] float32,
+    targets [N] int64, logits [N, V] float32 or None, rope None (synthetic phases are used)."""
+
+    tokens: np.ndarray
+    hidden: np.ndarray
+    targets: np.ndarray
+    logits: np.ndarray | None = None
+    rope: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def window_starts(num_tokens: int, seq_len: int, stride: int, max_windows: int | None = None) -> np.ndarray:
+    """Start offsets of the windows over a stream of num_tokens (each window needs its next token)."""
+    if seq_len < 1 or stride < 1:
+        raise TeacherError(f"seq_len and stride must be >= 1, got {seq_len}, {stride}")
+    starts = np.arange(0, max(num_tokens - seq_len, 0), stride)
+    return starts if max_windows is None else starts[:max_windows]
+
+
+def _sha256_files(paths) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class HFTeacher:
+    """A Hugging Face causal LM directory (config.json, weights, tokenizer files), loaded with transformers."""
+
+    def __init__(self, model_dir, *, dtype: str = "float32"):
+        import torch
+        import transformers
+
+        self.dir = Path(model_dir)
+        if not (self.dir / "config.json").is_file():
+            raise TeacherError(f"--model {model_dir}: no config.json there; expected a Hugging Face model directory")
+        try:
+            config = transformers.AutoConfig.from_pretrained(self.dir)
+        except (ValueError, KeyError, OSError) as err:
+            raise TeacherError(f"--model {model_dir}: transformers cannot read its config.json ({err})") from err
+        if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
+            raise TeacherError(f"--model {model_dir}: model_type {config.model_type!r} ({type(config).__name__}) is "
+                               f"not a causal language model in transformers; the teacher must predict next tokens")
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(self.dir, dtype=getattr(torch, dtype)).eval()
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.dir)
+        except (ValueError, OSError) as err:
+            raise TeacherError(f"--model {model_dir}: no usable tokenizer in that directory ({err})") from err
+        self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
+        if len(self.tokenizer) > self.vocab_size:
+            raise TeacherError(f"--model {model_dir}: the tokenizer has {len(self.tokenizer)} tokens but the teacher's "
+                               f"embedding has {self.vocab_size} rows; tokenizer and teacher do not match")
+        text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.hidden_size = int(text_cfg.hidden_size)
+        self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
+        self.name = str(self.dir)
+        self.bos_id = self.tokenizer.bos_token_id
+        self._torch = torch
+
+    def fingerprint(self) -> str:
+        files = [p for p in self.dir.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin",
+                                                                                  ".model", ".txt")]
+        return _sha256_files(files)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
+
+    def run(self, ids: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """ids [B, W] -> (hidden [B, W, H], logits at the last position [B, V] or None)."""
+        with self._torch.no_grad():
+            out = self.model(input_ids=self._torch.as_tensor(ids), output_hidden_states=True)
+        hidden = out.hidden_states[-1].float().numpy()
+        logits = out.logits[:, -1].float().numpy() if with_logits else None
+        return hidden, logits
+
+
+class FlaxTeacher:
+    """One of our Flax decoders; `tokenizer` is any object with `encode(text) -> ids` (e.g. training.tokenizer)."""
+
+    def __init__(self, model, tokenizer, *, name: str, fingerprint: str):
+        spec = model.spec
+        self.model, self.tokenizer, self.name, self._fingerprint = model, tokenizer, name, fingerprint
+        self.vocab_size, self.hidden_size, self.max_positions = spec.vocab_size, spec.d_model, spec.max_seq_len
+        self.bos_id = getattr(tokenizer, "bos_id", None)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.tokenizer.encode(text), np.int64)
+
+    def run(self, ids: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        import jax.numpy as jnp
+
+        out = self.model(jnp.asarray(ids, jnp.int32))
+        hidden = np.asarray(out.extras["hidden_states"], np.float32)
+        return hidden, (np.asarray(out.logits[:, -1], np.float32) if with_logits else None)
+
+
+def token_stream(teacher, texts: list[str]) -> np.ndarray:
+    """The documents joined by blank lines, tokenized, with the teacher's BOS (if any) at the start."""
+    ids = teacher.encode("\n\n".join(texts))
+    if teacher.bos_id is not None:
+        ids = np.concatenate([[teacher.bos_id], ids])
+    return ids.astype(np.int64)
+
+
+def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windows: int | None = None,
+            with_logits: bool = False, batch_size: int = 8, cache_dir=None) -> tuple[TeacherWindows, bool]:
+    """Runs the teacher over the windows of `stream` [T]; returns (windows, whether the disk cache was hit)."""
+    stream = np.asarray(stream, np.int64)
+    if teacher.max_positions is not None and seq_len > teacher.max_positions:
+        raise TeacherError(f"--seq-len {seq_len} exceeds the teacher's maximum of {teacher.max_positions} positions")
+    if stream.size and (stream.min() < 0 or stream.max() >= teacher.vocab_size):
+        raise TeacherError(f"token ids {int(stream.min())}..{int(stream.max())} fall outside the teacher's "
+                           f"vocabulary of {teacher.vocab_size}")
+    starts = window_starts(stream.size, seq_len, stride, max_windows)
+    if starts.size == 0:
+        raise TeacherError(f"a stream of {stream.size} tokens holds no window of seq_len {seq_len} plus its next "
+                           f"token")
+    path = None
+    if cache_dir is not None:
+        settings = {"v": CACHE_VERSION, "teacher": teacher.fingerprint(), "seq_len": seq_len, "stride": stride,
+                    "max_windows": max_windows, "logits": with_logits,
+                    "stream": hashlib.sha256(stream.tobytes()).hexdigest()}
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
+        path = Path(cache_dir) / f"teacher-{key}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                return TeacherWindows(z["tokens"], z["hidden"], z["targets"],
+                                      z["logits"] if "logits" in z.files else None), True
+    tokens = np.stack([stream[s:s + seq_len] for s in starts])  # [N, W]
+    targets = stream[starts + seq_len]  # [N]
+    hidden = np.zeros((len(starts), seq_len, teacher.hidden_size), np.float32)
+    logits = None
+    for lo in range(0, len(starts), batch_size):
+        h, lg = teacher.run(tokens[lo:lo + batch_size], with_logits)
+        hidden[lo:lo + len(h)] = h
+        if lg is not None:
+            logits = np.zeros((len(starts), lg.shape[1]), np.float32) if logits is None else logits
+            logits[lo:lo + len(lg)] = lg
+    windows = TeacherWindows(tokens.astype(np.int32), hidden, targets, logits)
+    if path is not None:
+        arrays = {"tokens": windows.tokens, "hidden": hidden, "targets": targets}
+        if logits is not None:
+            arrays["logits"] = logits
+        os.makedirs(path.parent, exist_ok=True)
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
+    return windows, False

@@ -1,0 +1,117 @@
+"""HypertensorFieldTransformer: Stage 1 (embedding from the projected context) -> Stage 2 (truncated logits
+from the Stage 1 prediction plus the raw tail), each an HTFR field behind a CountSketch + SRHT projection.
+
+Letters: N samples, R stage-1 raw width, E stage-1 output width, L*H tail width, C = S + 1 compact classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxmodels.htfr import HTFRConfig, HTFRModel
+from kernels.countsketch import make_count_sketch
+from kernels.projection import ProjectionStack
+from kernels.srht import make_block_srht
+
+
+@dataclasses.dataclass
+class StageState:
+    """One stage: its projector (raw -> field input), its field and free-form JSON metadata."""
+
+    model: HTFRModel
+    projector: ProjectionStack
+    metadata: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSpec:
+    """How to build one stage: tensors M, CountSketch width (0 = none), SRHT width, field settings, tau."""
+
+    tensors: int
+    countsketch_dim: int
+    srht_dim: int
+    field: HTFRConfig
+    tau: float = 1.0
+    block_size: int = 256
+
+
+def make_stage(spec: StageSpec, raw_dim: int, out_dim: int, seed: int) -> StageState:
+    """A stage drawn from `seed`: CountSketch, SRHT, then the field's tensors (original draw order)."""
+    rng = np.random.default_rng(seed)
+    cs = make_count_sketch(raw_dim, spec.countsketch_dim, seed=rng) if spec.countsketch_dim else None
+    width = spec.countsketch_dim or raw_dim
+    srht = make_block_srht(width, spec.srht_dim, block_size=min(spec.block_size, spec.srht_dim), seed=rng)
+    projector = ProjectionStack(raw_dim, (srht,), countsketch=cs)
+    model = HTFRModel.random(spec.tensors, projector.output_dim, out_dim, spec.field, seed=seed, tau=spec.tau)
+    meta = {"raw_dim": raw_dim, "output_dim": out_dim, "tensors": spec.tensors, "countsketch_dim": spec.countsketch_dim,
+            "srht_dim": spec.srht_dim, "tau": spec.tau, "seed": seed}
+    return StageState(model=model, projector=projector, metadata=meta)
+
+
+class HypertensorFieldTransformer:
+    """The two-stage student. Stage 2 consumes the Stage 1 *prediction*, never the target (as the original)."""
+
+    def __init__(self, stage1: StageState, stage2: StageState):
+        e = stage1.model.output_dim
+        tail = stage2.projector.raw_dim - e
+        if stage1.projector.output_dim != stage1.model.input_dim or stage2.projector.output_dim != stage2.model.input_dim:
+            raise ValueError("HypertensorFieldTransformer: a stage's projector output width differs from its field's "
+                             f"input width (stage 1: {stage1.projector.output_dim} vs {stage1.model.input_dim}, "
+                             f"stage 2: {stage2.projector.output_dim} vs {stage2.model.input_dim})")
+        if tail < 0:
+            raise ValueError(f"HypertensorFieldTransformer: stage 2 raw width {stage2.projector.raw_dim} is smaller "
+                             f"than the stage 1 output width {e}")
+        self.stage1, self.stage2 = stage1, stage2
+        self.tail_dim = tail
+
+    @classmethod
+    def create(cls, raw_dim: int, tail_dim: int, target_dim: int, num_classes: int, stage1: StageSpec,
+               stage2: StageSpec, *, seed: int) -> "HypertensorFieldTransformer":
+        """Stage 1: raw_dim -> target_dim (seed); stage 2: target_dim + tail_dim -> num_classes (seed + 1)."""
+        return cls(make_stage(stage1, raw_dim, target_dim, seed),
+                   make_stage(stage2, target_dim + tail_dim, num_classes, seed + 1))
+
+    @property
+    def num_classes(self) -> int:
+        return self.stage2.model.output_dim
+
+    def step(self, context, tail, target_token, stage1_target, *, train: bool = True,
+             mode: str = "sequential") -> tuple[np.ndarray, np.ndarray]:
+        """context [N, R], tail [N, L*H], target_token [N] compact ids, stage1_target [N, E] ->
+        (logits [N, C], stage-1 embeddings [N, E]), both made before this call's updates.
+
+        train=True applies the online rule of each field (mse for Stage 1, cross-entropy for Stage 2); in
+        sequential mode a batch gives exactly what the original's one-sample loop gives, because Stage 1's updates
+        never depend on Stage 2. train=False only predicts (top_k).
+        """
+        context, tail = np.atleast_2d(np.asarray(context, np.float32)), np.atleast_2d(np.asarray(tail, np.float32))
+        if tail.shape[1] != self.tail_dim or tail.shape[0] != context.shape[0]:
+            raise ValueError(f"HypertensorFieldTransformer.step: tail of shape {tail.shape}, expected "
+                             f"[{context.shape[0]}, {self.tail_dim}]")
+        p1 = self.stage1.projector.project(context)  # [N, D1]
+        if train:
+            emb = self.stage1.model.predict_and_update(p1, np.asarray(stage1_target, np.float32), loss="mse",
+                                                       mode=mode)
+        else:
+            emb = self.stage1.model.predict(p1)
+        emb = np.atleast_2d(np.asarray(emb, np.float32))  # [N, E]
+        p2 = self.stage2.projector.project(np.concatenate([emb, tail], axis=1))  # [N, D2]
+        labels = np.asarray(target_token, np.int64).reshape(-1)
+        if train:
+            logits = self.stage2.model.predict_and_update(p2, labels, loss="logits_ce", mode=mode)
+        else:
+            logits = self.stage2.model.predict(p2)
+        return np.atleast_2d(np.asarray(logits, np.float32)), emb
+
+    def predict(self, context, tail) -> np.ndarray:
+        """Inference: context [N, R], tail [N, L*H] -> truncated logits [N, C]."""
+        context = np.atleast_2d(np.asarray(context, np.float32))
+        emb = np.atleast_2d(self.stage1.model.predict(self.stage1.projector.project(context)))
+        p2 = self.stage2.projector.project(np.concatenate([emb, np.atleast_2d(tail)], axis=1))
+        return np.atleast_2d(np.asarray(self.stage2.model.predict(p2), np.float32))
+
+    def diagnostics(self) -> dict[str, dict]:
+        """Each stage's field statistics (usage, unused tensors, queue length, relocations, ...)."""
+        return {"stage1": self.stage1.model.diagnostics(), "stage2": self.stage2.model.diagnostics()}

@@ -1,0 +1,50 @@
+"""A tiny random Gemma 3 teacher with a locally trained byte-level BPE tokenizer, and a small text corpus."""
+
+import numpy as np
+import pytest
+
+CORPUS = ("the quick brown fox jumps over the lazy dog. " * 3 + "a field of hypertensors predicts the next token; "
+          "the teacher is frozen and the student learns online. ") * 12
+
+
+def make_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<bos>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+def make_teacher(path, *, vocab_size=300, tokenizer_vocab=290, max_positions=64):
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=24, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=16,
+                           max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    Gemma3ForCausalLM(cfg).eval().save_pretrained(path)
+    make_tokenizer(tokenizer_vocab).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def teacher_dir(tmp_path_factory):
+    return make_teacher(tmp_path_factory.mktemp("teacher"))
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(CORPUS)
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
