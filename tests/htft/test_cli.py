@@ -1,0 +1,77 @@
+"""The training CLI end to end on a tiny random Gemma 3 teacher: metrics, checkpoint, resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from jaxmodels.htft import HTFTTrainer, load_htft_checkpoint
+from training import htft
+
+TINY = ["--train-tokens", "300", "--eval-tokens", "120", "--seq-len", "12", "--stride", "6", "--stage1-tensors", "24",
+        "--stage2-tensors", "32", "--stage1-countsketch-dim", "256", "--stage2-countsketch-dim", "64",
+        "--stage1-srht-dim", "128", "--stage2-srht-dim", "32", "--stage1-target-dim", "8", "--tail-tokens", "3",
+        "--hashed-dim", "64", "--vocab-limit", "20", "--top-k", "4", "--train-top-k", "8", "--eval-every", "16",
+        "--chunk", "8"]
+
+
+def argv(teacher_dir, corpus_file, out, *extra):
+    return ["--model", str(teacher_dir), "--data", str(corpus_file), "--output", str(out / "htft.npz"),
+            "--cache-dir", str(out.parent / "cache"), *TINY, *extra]
+
+
+def lines(path):
+    return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def test_cli_trains_writes_metrics_and_checkpoint_and_resumes(teacher_dir, corpus_file, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    htft.main(argv(teacher_dir, corpus_file, full))
+    records = lines(full / "htft.jsonl")
+    assert [r["step"] for r in records] == [16, 32, 48]
+    last = records[-1]
+    for key in ("train_ppl", "eval_ppl", "teacher_ppl", "unigram_ppl", "stage1_loss", "samples_per_s"):
+        assert np.isfinite(last[key]) and last[key] > 0
+    ck = load_htft_checkpoint(full / "htft.npz")
+    assert ck.metadata["step"] == 48 and ck.model.num_classes == ck.vocab.num_classes <= 21
+    assert ck.context_config.window_size == 12 and ck.context_config.hidden_dim == 24
+
+    # interrupted after the first evaluation, then resumed: the same metrics as the uninterrupted run
+    part = tmp_path / "part"
+    original = HTFTTrainer.evaluate
+    calls = []
+
+    def crash_second(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(HTFTTrainer, "evaluate", crash_second)
+    with pytest.raises(KeyboardInterrupt):
+        htft.main(argv(teacher_dir, corpus_file, part))
+    monkeypatch.setattr(HTFTTrainer, "evaluate", original)
+    assert [r["step"] for r in lines(part / "htft.jsonl")] == [16]
+    htft.main(argv(teacher_dir, corpus_file, part, "--resume"))
+    resumed = lines(part / "htft.jsonl")
+    assert [r["step"] for r in resumed] == [16, 32, 48]
+    for a, b in zip(resumed, records):
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-6)
+
+
+def test_cli_refuses_bad_runs_and_keeps_what_exists(teacher_dir, corpus_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    htft.main(argv(teacher_dir, corpus_file, out, "--eval-every", "0"))
+    before = (out / "htft.npz").read_bytes(), (out / "htft.jsonl").read_text()
+    with pytest.raises(SystemExit, match="htft.npz already exists; pass --resume"):
+        htft.main(argv(teacher_dir, corpus_file, out))
+    with pytest.raises(SystemExit, match=r"another configuration \(seed: checkpoint has 17, now 3\)"):
+        htft.main(argv(teacher_dir, corpus_file, out, "--resume", "--seed", "3", "--eval-every", "0"))
+    assert ((out / "htft.npz").read_bytes(), (out / "htft.jsonl").read_text()) == before
+    with pytest.raises(SystemExit, match=r"corpus too small: --data holds \d+ tokens, fewer than --train-tokens "
+                                         r"100000 \+ --eval-tokens 120"):
+        htft.main(argv(teacher_dir, corpus_file, tmp_path / "small", "--train-tokens", "100000"))
+    with pytest.raises(SystemExit, match="--seq-len 80 exceeds the teacher's maximum of 64 positions"):
+        htft.main(argv(teacher_dir, corpus_file, tmp_path / "long", "--seq-len", "80"))
+    with pytest.raises(SystemExit, match="no config.json there"):
+        htft.main(["--model", str(tmp_path), "--data", str(corpus_file), "--output", str(tmp_path / "x.npz")])
