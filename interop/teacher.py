@@ -185,3 +185,32 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
     return windows, False
+
+
+def generate_greedy(teacher, student, prompt: str, max_new_tokens: int) -> tuple[np.ndarray, str]:
+    """Greedy text from `prompt` with a trained HTFT (`jaxmodels.htft.HTFTCheckpoint`): the teacher only supplies
+    the hidden states of the last W tokens; the student picks the next token among the shortlist ("other" is never
+    chosen). A context shorter than W is left-padded with the teacher's BOS (or token 0).
+    Returns (the new token ids [max_new_tokens], their decoded text)."""
+    from jaxmodels.htft import ContextBuilder
+
+    cfg = student.context_config
+    if cfg.hidden_dim != teacher.hidden_size:
+        raise TeacherError(f"the student was trained on hidden states of width {cfg.hidden_dim}, the teacher has "
+                           f"{teacher.hidden_size}")
+    builder = ContextBuilder(cfg)
+    w = cfg.window_size
+    ids = token_stream(teacher, [prompt]).tolist()
+    pad = teacher.bos_id if teacher.bos_id is not None else 0
+    new = []
+    for _ in range(max_new_tokens):
+        window = np.array(([pad] * max(0, w - len(ids)) + ids)[-w:], np.int64)[None]  # [1, W]
+        hidden, _ = teacher.run(window, False)
+        batch = builder.build(window, hidden)
+        logits = student.model.predict(batch.context, batch.tail)[0]  # [S + 1]
+        logits[student.vocab.unk_index] = -np.inf
+        token = int(student.vocab.to_full(int(np.argmax(logits))))
+        ids.append(token)
+        new.append(token)
+    new = np.array(new, np.int64)
+    return new, teacher.tokenizer.decode(new.tolist()) if hasattr(teacher.tokenizer, "decode") else ""

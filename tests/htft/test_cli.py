@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from interop.teacher import HFTeacher, generate_greedy
 from jaxmodels.htft import HTFTTrainer, load_htft_checkpoint
 from training import htft
 
@@ -35,6 +36,8 @@ def test_cli_trains_writes_metrics_and_checkpoint_and_resumes(teacher_dir, corpu
     ck = load_htft_checkpoint(full / "htft.npz")
     assert ck.metadata["step"] == 48 and ck.model.num_classes == ck.vocab.num_classes <= 21
     assert ck.context_config.window_size == 12 and ck.context_config.hidden_dim == 24
+    ids, text = generate_greedy(HFTeacher(teacher_dir), ck, "the quick", 3)
+    assert ids.shape == (3,) and set(ids.tolist()) <= set(ck.vocab.shortlist.tolist()) and isinstance(text, str)
 
     # interrupted after the first evaluation, then resumed: the same metrics as the uninterrupted run
     part = tmp_path / "part"
