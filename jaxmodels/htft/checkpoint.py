@@ -56,7 +56,8 @@ def save_htft_checkpoint(path, ckpt: HTFTCheckpoint, *, original_layout: bool = 
         out.update({f"{p}_{k}": v for k, v in stage.projector.to_dict().items()})
         out[f"{p}_metadata_json"] = np.array(json.dumps(stage.metadata, sort_keys=True))
     out.update({"mapping": ckpt.vocab.mapping, "shortlist": ckpt.vocab.shortlist,
-                "unk_index": np.int64(ckpt.vocab.unk_index), "tail_config_json": np.array(ckpt.context_config.to_json()),
+                "unk_index": np.int64(ckpt.vocab.unk_index),
+                "tail_config_json": np.array(ckpt.context_config.to_json()),
                 "metadata_json": np.array(json.dumps(ckpt.metadata, sort_keys=True))})
     with atomic_open(Path(path), "wb") as f:
         np.savez_compressed(f, **out)

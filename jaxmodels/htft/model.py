@@ -56,7 +56,7 @@ class HypertensorFieldTransformer:
     def __init__(self, stage1: StageState, stage2: StageState):
         e = stage1.model.output_dim
         tail = stage2.projector.raw_dim - e
-        if stage1.projector.output_dim != stage1.model.input_dim or stage2.projector.output_dim != stage2.model.input_dim:
+        if any(s.projector.output_dim != s.model.input_dim for s in (stage1, stage2)):
             raise ValueError("HypertensorFieldTransformer: a stage's projector output width differs from its field's "
                              f"input width (stage 1: {stage1.projector.output_dim} vs {stage1.model.input_dim}, "
                              f"stage 2: {stage2.projector.output_dim} vs {stage2.model.input_dim})")
