@@ -50,3 +50,22 @@ def test_bad_teachers(teacher_dir, tmp_path):
         capture(teacher, np.arange(100) % 50, seq_len=65, stride=1)
     with pytest.raises(TeacherError, match="holds no window"):
         capture(teacher, np.arange(5), seq_len=5, stride=1)
+
+
+def test_flax_teacher_capture():
+    import dataclasses
+
+    from flax import nnx
+
+    from interop.teacher import FlaxTeacher
+    from jaxmodels import Hyformer, HyformerConfig
+    from training.tokenizer import ByteTokenizer
+
+    model = Hyformer(dataclasses.replace(HyformerConfig.tiny(), vocab_size=260), rngs=nnx.Rngs(0))
+    teacher = FlaxTeacher(model, ByteTokenizer(), name="tiny", fingerprint="tiny-0")
+    stream = token_stream(teacher, ["hello world, a test of the flax teacher"])
+    w, hit = capture(teacher, stream, seq_len=8, stride=4, max_windows=3, with_logits=True)
+    assert not hit and w.hidden.shape == (3, 8, model.spec.d_model) and w.logits.shape == (3, 260)
+    hidden, _ = model.hidden_states(w.tokens[1:2], causal=True)
+    np.testing.assert_allclose(w.hidden[1], np.asarray(hidden)[0], atol=1e-5)
+    np.testing.assert_allclose(w.logits[1], np.asarray(model(w.tokens[1:2]).logits)[0, -1], atol=1e-5)
