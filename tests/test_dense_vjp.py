@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxmodels.layers.attention_core import attention_core, reference_attention
 from jaxmodels.layers.dense import matmul, matmul_t
+from jaxmodels.layers.linear import Linear, fused_projection
 from jaxmodels.layers.mlp import swiglu
 
 # (leading shape, in features I, out features O): I < O, I > O and I == O.
@@ -131,16 +133,27 @@ def test_attention_core_backward_dots_keep_contracting_dim_last():
     assert dims and all(d == "3" for d in dims), f"batched dots contracting elsewhere than the lhs's last dim: {dims}"
 
 
-@pytest.mark.parametrize("shape", [(13, 22), (3, 7, 38)])
+@pytest.mark.parametrize("shape", [(13, 11), (3, 7, 19)])
 def test_swiglu_matches_autodiff(shape):
     rng = np.random.default_rng(0)
-    gate_up = jnp.asarray(3 * rng.standard_normal(shape), jnp.float32)
-    ct = jnp.asarray(rng.standard_normal((*shape[:-1], shape[-1] // 2)), jnp.float32)
+    gate_up = jnp.asarray(3 * rng.standard_normal((*shape, 2)), jnp.float32)  # [..., F, 2]
+    ct = jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
     def plain(y):
-        gate, up = jnp.split(y, 2, axis=-1)
-        return jax.nn.silu(gate) * up
+        return jax.nn.silu(y[..., 0]) * y[..., 1]
 
     _assert_close(swiglu(gate_up), plain(gate_up))
     grads = [jax.grad(lambda y, f=f: jnp.sum(f(y) * ct))(gate_up) for f in (swiglu, plain)]
     _assert_close(*grads)
+
+
+def test_interleaved_projection_matches_separate_projections():
+    rng = nnx.Rngs(0)
+    gate, up = (Linear(13, 11, use_bias=True, rngs=rng) for _ in range(2))
+    for p in (gate, up):
+        p.bias[...] = jnp.asarray(np.random.default_rng(1).standard_normal(11), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 5, 13)), jnp.float32)
+    y = fused_projection(x, [gate, up], interleave=True)
+    assert y.shape == (3, 5, 11, 2)
+    _assert_close(y[..., 0], gate(x))
+    _assert_close(y[..., 1], up(x))

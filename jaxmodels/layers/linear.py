@@ -50,19 +50,27 @@ class Linear(nnx.Module):
         return y.reshape(*lead, *self.out_shape)
 
 
-def fused_projection(x: jax.Array, projections: Sequence[Linear]) -> jax.Array:
+def fused_projection(x: jax.Array, projections: Sequence[Linear], *, interleave: bool = False) -> jax.Array:
     """Applies several projections of the same input as one dot (fewer, larger dots are faster on CPU).
 
     Storage stays one parameter per projection, so checkpoints keep the original's separate keys.
-    x [..., I] -> [..., O1 + O2 + ...], each projection's flattened output side by side.
+    x [..., I] -> [..., O1 + O2 + ...], each projection's flattened output side by side; with `interleave`
+    (P projections of equal output size O) -> [..., O, P], output j of every projection adjacent, for an
+    elementwise consumer that combines them (its gradient is then written in one pass, no concatenation).
     """
     kernels = [p.flat_kernel() for p in projections]
-    y = matmul(x, jnp.concatenate(kernels, axis=1).astype(x.dtype))
+    biases = None
     if any(p.bias is not None for p in projections):
         biases = [p.flat_bias() if p.bias is not None else jnp.zeros(k.shape[1], k.dtype)
                   for p, k in zip(projections, kernels)]
-        y = y + jnp.concatenate(biases).astype(y.dtype)
-    return y
+    if interleave:
+        join = lambda parts: jnp.stack(parts, axis=-1).reshape(*parts[0].shape[:-1], -1)  # noqa: E731
+    else:
+        join = lambda parts: jnp.concatenate(parts, axis=-1)  # noqa: E731
+    y = matmul(x, join(kernels).astype(x.dtype))
+    if biases is not None:
+        y = y + join(biases).astype(y.dtype)
+    return y.reshape(*y.shape[:-1], -1, len(projections)) if interleave else y
 
 
 def fused_linear(x: jax.Array, projections: Sequence[Linear]) -> list[jax.Array]:

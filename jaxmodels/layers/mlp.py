@@ -11,13 +11,12 @@ from jaxmodels.layers.linear import Linear, fused_projection
 
 @jax.custom_vjp
 def swiglu(gate_up: jax.Array) -> jax.Array:
-    """silu(gate) * up for gate_up = [gate | up] of shape [..., 2F] -> [..., F].
+    """silu(gate) * up for gate_up [..., F, 2] (gate_up[..., 0] = gate, gate_up[..., 1] = up) -> [..., F].
 
-    The hand-written backward reads gate and up once and writes the [..., 2F] gradient in one pass
-    (autodiff keeps sigmoid and silu as extra [..., F] residuals and concatenates the two gradients).
+    The hand-written backward reads gate and up once and writes their interleaved gradient in one pass
+    (autodiff keeps sigmoid and silu as extra [..., F] residuals and assembles the gradient separately).
     """
-    gate, up = jnp.split(gate_up, 2, axis=-1)
-    return jax.nn.silu(gate) * up
+    return jax.nn.silu(gate_up[..., 0]) * gate_up[..., 1]
 
 
 def _swiglu_fwd(gate_up):
@@ -25,11 +24,11 @@ def _swiglu_fwd(gate_up):
 
 
 def _swiglu_bwd(gate_up, d_out):
-    gate, up = jnp.split(gate_up, 2, axis=-1)
+    gate, up = gate_up[..., 0], gate_up[..., 1]
     sig = jax.nn.sigmoid(gate)
     d_gate = d_out * up * sig * (1 + gate * (1 - sig))  # d silu(g)/dg = sigmoid(g) (1 + g (1 - sigmoid(g)))
     d_up = d_out * gate * sig
-    return (jnp.concatenate([d_gate, d_up], axis=-1),)
+    return (jnp.stack([d_gate, d_up], axis=-1),)
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
@@ -46,5 +45,5 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [B, T, D] -> [B, T, D]."""
-        gate_up = fused_projection(x, [self.gate_proj, self.up_proj])  # [B, T, 2F]
+        gate_up = fused_projection(x, [self.gate_proj, self.up_proj], interleave=True)  # [B, T, F, 2]
         return self.down_proj(swiglu(gate_up))
