@@ -1,6 +1,6 @@
 """The layers' custom VJPs give the gradients JAX's autodiff gives for the plain formulation.
 
-The matmuls of jaxmodels.layers.dense (shapes prime and pairwise distinct, covering both branches of
+The matmuls of jaxmodels.layers.dense, with and without bias (shapes prime and pairwise distinct, covering both branches of
 `_canonical_weight_grad`: transpose the input when it is the narrower operand, else the output gradient),
 the attention core (MHA, GQA, padding, dropout) and SwiGLU. The compiled backward passes must also keep
 every dot in the form XLA:CPU runs fast (contracting over the left operand's last dimension).
@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 
 from jaxmodels.layers.attention_core import attention_core, reference_attention
-from jaxmodels.layers.dense import matmul, matmul_t
+from jaxmodels.layers.dense import affine, matmul, matmul_t
 from jaxmodels.layers.linear import Linear, fused_projection
 from jaxmodels.layers.mlp import swiglu
 
@@ -62,6 +62,20 @@ def test_matmul_t_matches_einsum(lead, i, o, jit):
     grad = jax.jit(grad) if jit else grad
     _assert_close(matmul_t(x, w), jnp.einsum("...i,oi->...o", x, w))
     for got, want in zip(grad(x, w), jax.grad(plain, argnums=(0, 1))(x, w)):
+        _assert_close(got, want)
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("lead,i,o", SHAPES)
+def test_affine_matches_einsum(lead, i, o, jit):
+    x, w, ct = _inputs(lead, i, o, transposed_w=False)
+    b = jnp.asarray(np.random.default_rng(3).standard_normal(o), jnp.float32)
+    ours = lambda x, w, b: jnp.sum(affine(x, w, b) * ct)  # noqa: E731
+    plain = lambda x, w, b: jnp.sum((jnp.einsum("...i,io->...o", x, w) + b) * ct)  # noqa: E731
+    grad = jax.grad(ours, argnums=(0, 1, 2))
+    grad = jax.jit(grad) if jit else grad
+    _assert_close(affine(x, w, b), jnp.einsum("...i,io->...o", x, w) + b)
+    for got, want in zip(grad(x, w, b), jax.grad(plain, argnums=(0, 1, 2))(x, w, b)):
         _assert_close(got, want)
 
 

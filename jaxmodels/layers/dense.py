@@ -51,6 +51,30 @@ matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 @jax.custom_vjp
+def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """`x @ w + b` for x [..., I], w [I, O] and b [O] -> [..., O].
+
+    The bias gradient is reduced from the same [R, O] array the two dots read. With the bias added outside
+    the custom VJP, XLA recomputed dy's producer (the whole SwiGLU backward, for one) just for that reduction.
+    """
+    return jnp.einsum("...i,io->...o", x, w) + b
+
+
+def _affine_fwd(x, w, b):
+    return affine(x, w, b), (x, w, b)
+
+
+def _affine_bwd(res, dy):
+    x, w, b = res
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    dx, dw = _matmul_bwd((x, w), dy2)
+    return dx.reshape(x.shape), dw, jnp.sum(dy2, axis=0).astype(b.dtype)
+
+
+affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+@jax.custom_vjp
 def matmul_t(x: jax.Array, w: jax.Array) -> jax.Array:
     """`x @ w.T` for x [..., I] and w [O, I] -> [..., O] (a tied output head: w is the embedding)."""
     return jnp.einsum("...i,oi->...o", x, w)

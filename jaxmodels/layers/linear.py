@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxmodels.layers.dense import matmul, matmul_t
+from jaxmodels.layers.dense import affine, matmul, matmul_t
 
 _INIT_STD = 0.02
 
@@ -44,9 +44,8 @@ class Linear(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """x of shape [..., *in_shape] -> [..., *out_shape]."""
         lead = x.shape[: x.ndim - len(self.in_shape)]
-        y = matmul(x.reshape(*lead, -1), self.flat_kernel().astype(x.dtype))
-        if self.bias is not None:
-            y = y + self.flat_bias().astype(y.dtype)
+        x, kernel = x.reshape(*lead, -1), self.flat_kernel().astype(x.dtype)
+        y = matmul(x, kernel) if self.bias is None else affine(x, kernel, self.flat_bias().astype(x.dtype))
         return y.reshape(*lead, *self.out_shape)
 
 
@@ -67,9 +66,8 @@ def fused_projection(x: jax.Array, projections: Sequence[Linear], *, interleave:
         join = lambda parts: jnp.stack(parts, axis=-1).reshape(*parts[0].shape[:-1], -1)  # noqa: E731
     else:
         join = lambda parts: jnp.concatenate(parts, axis=-1)  # noqa: E731
-    y = matmul(x, join(kernels).astype(x.dtype))
-    if biases is not None:
-        y = y + join(biases).astype(y.dtype)
+    kernel = join(kernels).astype(x.dtype)
+    y = matmul(x, kernel) if biases is None else affine(x, kernel, join(biases).astype(x.dtype))
     return y.reshape(*y.shape[:-1], -1, len(projections)) if interleave else y
 
 
