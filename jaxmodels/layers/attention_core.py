@@ -9,8 +9,10 @@ dK^T = Q^T dS instead, transposing only [Q, H]- and [H, S]-sized operands and pr
 smaller than the scores), materialised behind optimisation barriers so that XLA cannot fold the
 transposes back into the dots.
 
-The softmax is normalised after the PV product (dividing [.., T, H] rather than [.., T, S]) and its
-backward uses delta = rowsum(dO * O), a [.., T, H] reduction, instead of rowsum(P * dP).
+The mask is added (float32 minimum) rather than selected, which lets XLA:CPU fuse the forward pass (QK^T,
+softmax, PV) into one kernel. The softmax is normalised after the PV product (dividing [.., T, H] rather
+than [.., T, S]) and its backward uses delta = rowsum(dO * O), a [.., T, H] reduction, instead of
+rowsum(P * dP). Masked scores get no gradient, as with a select.
 `reference_attention` is the plain formulation, for tests.
 """
 
@@ -22,25 +24,32 @@ import jax.numpy as jnp
 _MASKED = jnp.finfo(jnp.float32).min
 
 
-def _masked_scores(q, k, mask, t):
-    """[B, K, G, T, S] float32 scaled scores; masked entries set to the float32 minimum."""
-    b, kv_heads, rows, h = q.shape
-    scores = jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, kv_heads, rows // t, t, k.shape[2]) * (h ** -0.5)
-    return jnp.where(mask[:, None, None], scores, _MASKED)
+def _row_mask(mask: jax.Array, rows: int) -> jax.Array:
+    """mask [B, T, S] -> [B, 1, Q, S] for the Q = G*T stacked query rows."""
+    return jnp.tile(mask[:, None], (1, 1, rows // mask.shape[1], 1))
+
+
+def _scores(q, k):
+    """[B, K, Q, S] float32 scores q k^T / sqrt(H)."""
+    return jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
+
+
+def _masked_scores(q, k, mask):
+    """`_scores` with the float32 minimum added where masked (the same values as setting it, in float32).
+
+    An additive mask rather than a select: XLA:CPU then fuses this dot, the softmax and the PV dot of the
+    forward pass into one kernel instead of writing the masked scores out in between.
+    """
+    return _scores(q, k) + jnp.where(_row_mask(mask, q.shape[2]), 0.0, _MASKED)
 
 
 def _forward(q, k, v, mask, keep_scale):
-    b, kv_heads, rows, h = q.shape
-    t = mask.shape[1]
-    scores = _masked_scores(q, k, mask, t)
-    unnorm = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))  # [B, K, G, T, S]
-    row_sum = jnp.sum(unnorm, axis=-1, keepdims=True)  # [B, K, G, T, 1]
-    probs = unnorm if keep_scale is None else unnorm * keep_scale  # dropout commutes with normalising
-    out = jnp.einsum("BKQS,BKSH->BKQH", probs.astype(v.dtype).reshape(b, kv_heads, rows, -1), v,
-                     preferred_element_type=jnp.float32)
-    out = (out.reshape(b, kv_heads, rows // t, t, h) / row_sum).astype(v.dtype).reshape(q.shape)
-    return out, (unnorm, row_sum)
+    scores = _masked_scores(q, k, mask)
+    unnorm = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))  # [B, K, Q, S]
+    row_sum = jnp.sum(unnorm, axis=-1, keepdims=True)  # [B, K, Q, 1]
+    probs = unnorm if keep_scale is None else unnorm * keep_scale.reshape(unnorm.shape)  # commutes with the sum
+    out = jnp.einsum("BKQS,BKSH->BKQH", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / row_sum).astype(v.dtype), (unnorm, row_sum)
 
 
 @jax.custom_vjp
@@ -72,22 +81,17 @@ def _rows_contracted(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def _attention_bwd(res, d_out):
     q, k, v, mask, keep_scale, unnorm, row_sum, out = res
-    b, kv_heads, rows, h = q.shape
-    t = mask.shape[1]
-    grouped = (b, kv_heads, rows // t, t, h)
-    inv_sum = 1.0 / row_sum
-    d_out = d_out.reshape(grouped).astype(jnp.float32)
-    d_scaled = (d_out * inv_sum).astype(v.dtype).reshape(q.shape)  # dO / l
-    delta = jnp.sum(d_out * out.reshape(grouped).astype(jnp.float32), axis=-1, keepdims=True) * inv_sum
+    inv_sum = 1.0 / row_sum  # [B, K, Q, 1]
+    d_out = d_out.astype(jnp.float32)
+    d_scaled = (d_out * inv_sum).astype(v.dtype)  # dO / l
+    delta = jnp.sum(d_out * out.astype(jnp.float32), axis=-1, keepdims=True) * inv_sum
+    keep_scale = None if keep_scale is None else keep_scale.reshape(unnorm.shape)
     probs = unnorm if keep_scale is None else unnorm * keep_scale
-    probs = probs.astype(v.dtype).reshape(b, kv_heads, rows, -1)  # [B, K, Q, S]
-    d_v = _rows_contracted(d_scaled, probs)  # P^T dO
+    d_v = _rows_contracted(d_scaled, probs.astype(v.dtype))  # P^T dO
     d_probs = jnp.einsum("BKQH,BKSH->BKQS", d_scaled, v, preferred_element_type=jnp.float32)
-    d_probs = d_probs.reshape(unnorm.shape)
     if keep_scale is not None:
         d_probs = d_probs * keep_scale
-    d_scores = jnp.where(mask[:, None, None], unnorm * (d_probs - delta), 0.0) * (h ** -0.5)
-    d_scores = d_scores.reshape(b, kv_heads, rows, -1)  # [B, K, Q, S]
+    d_scores = jnp.where(_row_mask(mask, q.shape[2]), unnorm * (d_probs - delta), 0.0) * (q.shape[-1] ** -0.5)
     d_q = jnp.einsum("BKQS,BKSH->BKQH", d_scores.astype(k.dtype), k, preferred_element_type=jnp.float32)
     d_k = _rows_contracted(q, d_scores.astype(q.dtype))  # dS^T Q
     return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), None, None
@@ -98,11 +102,11 @@ attention_core.defvjp(_attention_fwd, _attention_bwd)
 
 def reference_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
                         keep_scale: jax.Array | None = None) -> jax.Array:
-    """The plain formulation of `attention_core` (softmax, then dropout, then PV), differentiated by JAX."""
-    b, kv_heads, rows, h = q.shape
-    t = mask.shape[1]
-    probs = jax.nn.softmax(_masked_scores(q, k, mask, t), axis=-1)
+    """The plain formulation of `attention_core` (softmax, then dropout, then PV), differentiated by JAX.
+
+    Masked scores are set with a select, so they get no gradient (as in the custom backward pass).
+    """
+    probs = jax.nn.softmax(jnp.where(_row_mask(mask, q.shape[2]), _scores(q, k), _MASKED), axis=-1)
     if keep_scale is not None:
-        probs = probs * keep_scale
-    out = jnp.einsum("BKQS,BKSH->BKQH", probs.astype(v.dtype).reshape(b, kv_heads, rows, -1), v)
-    return out.astype(v.dtype)
+        probs = probs * keep_scale.reshape(probs.shape)
+    return jnp.einsum("BKQS,BKSH->BKQH", probs.astype(v.dtype), v).astype(v.dtype)
