@@ -24,6 +24,7 @@ from jaxmodels import Hyformer, HyformerConfig, generate
 from training import sharding
 from training.data import Batches, TokenStream, load_documents
 from training.masking import mask_tokens
+from training.cli_args import add_optimisation_args, add_run_args
 from training.loop import LoopConfig, TrainingError, fit, restore_or_init
 from training.metrics import MetricsLog
 from training.optim import make_optimizer, make_schedule
@@ -51,28 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", metavar="JSON", help="a HyformerConfig JSON file (instead of --preset)")
     m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                    help="compute dtype; bfloat16 keeps float32 master weights")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--steps", type=int, default=1000)
-    o.add_argument("--batch-size", type=int, default=16)
+    o = add_optimisation_args(p, steps=1000, batch_size=16, lr=1e-3, warmup_steps=100, weight_decay=0.1)
     o.add_argument("--seq-len", type=int, default=128)
-    o.add_argument("--lr", type=float, default=1e-3)
-    o.add_argument("--warmup-steps", type=int, default=100)
-    o.add_argument("--min-lr-ratio", type=float, default=0.1)
-    o.add_argument("--weight-decay", type=float, default=0.1)
-    o.add_argument("--grad-clip", type=float, default=1.0)
-    o.add_argument("--seed", type=int, default=0)
-    r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="the run directory")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    r.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
-    r.add_argument("--eval-every", type=int, default=200)
+    r = add_run_args(p, demo_help="the `make demo` run: small model, a few minutes, samples")
     r.add_argument("--eval-batches", type=int, default=8)
-    r.add_argument("--save-every", type=int, default=500)
-    r.add_argument("--log-every", type=int, default=10)
-    r.add_argument("--metrics-path", help="JSONL metrics file (default: OUT/metrics.jsonl)")
     r.add_argument("--mesh", help="data parallel + FSDP, e.g. data=2,fsdp=2 (default: one device)")
     r.add_argument("--sample-tokens", type=int, default=0, help="after training, sample this many tokens per prompt")
-    r.add_argument("--demo", action="store_true", help="the `make demo` run: small model, a few minutes, samples")
     return p
 
 

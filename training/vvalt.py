@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification
+from training.cli_args import add_optimisation_args, add_run_args
 from training.loop import LoopConfig, TrainingError, fit, restore_or_init
 from training.metrics import MetricsLog
 from training.optim import make_optimizer, make_schedule
@@ -47,24 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--preset", default="demo", help="demo (I 16, F 16, T 8) | tiny | base (the seed's sizes)")
     m.add_argument("--config", metavar="JSON", help="a VVALTConfig JSON file (instead of --preset)")
     m.add_argument("--num-labels", type=int, help="classes (classification, default 2) or outputs (regression, 1)")
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--steps", type=int, default=1000)
-    o.add_argument("--batch-size", type=int, default=64)
-    o.add_argument("--lr", type=float, default=3e-3)
-    o.add_argument("--warmup-steps", type=int, default=50)
-    o.add_argument("--min-lr-ratio", type=float, default=0.1)
-    o.add_argument("--weight-decay", type=float, default=0.0)
-    o.add_argument("--grad-clip", type=float, default=1.0)
-    o.add_argument("--seed", type=int, default=0, help="data, batch order and head initialisation")
-    r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="the run directory")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    r.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
-    r.add_argument("--eval-every", type=int, default=200)
-    r.add_argument("--save-every", type=int, default=500)
-    r.add_argument("--log-every", type=int, default=10)
-    r.add_argument("--metrics-path", help="JSONL metrics file (default: OUT/metrics.jsonl)")
-    r.add_argument("--demo", action="store_true", help="a short demo run of the task-conditioning problem")
+    add_optimisation_args(p, steps=1000, batch_size=64, lr=3e-3, warmup_steps=50, weight_decay=0.0,
+                          seed_help="data, batch order and head initialisation")
+    add_run_args(p, demo_help="a short demo run of the task-conditioning problem")
     return p
 
 

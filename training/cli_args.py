@@ -1,0 +1,32 @@
+"""Argument groups every training CLI shares (optimisation and run directory), with per-trainer defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_optimisation_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float, warmup_steps: int,
+                          weight_decay: float, seed_help: str | None = None) -> argparse._ArgumentGroup:
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--steps", type=int, default=steps)
+    o.add_argument("--batch-size", type=int, default=batch_size)
+    o.add_argument("--lr", type=float, default=lr)
+    o.add_argument("--warmup-steps", type=int, default=warmup_steps)
+    o.add_argument("--min-lr-ratio", type=float, default=0.1)
+    o.add_argument("--weight-decay", type=float, default=weight_decay)
+    o.add_argument("--grad-clip", type=float, default=1.0)
+    o.add_argument("--seed", type=int, default=0, help=seed_help)
+    return o
+
+
+def add_run_args(p: argparse.ArgumentParser, *, demo_help: str) -> argparse._ArgumentGroup:
+    r = p.add_argument_group("run")
+    r.add_argument("--out", required=True, help="the run directory")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    r.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
+    r.add_argument("--eval-every", type=int, default=200)
+    r.add_argument("--save-every", type=int, default=500)
+    r.add_argument("--log-every", type=int, default=10)
+    r.add_argument("--metrics-path", help="JSONL metrics file (default: OUT/metrics.jsonl)")
+    r.add_argument("--demo", action="store_true", help=demo_help)
+    return r
