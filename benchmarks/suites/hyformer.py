@@ -55,6 +55,7 @@ PEAK_N = 2048
 BUSY_SHARE = 0.2  # above this share of the CPU used by other processes, the notes warn that they competed
 OURS, ABLATION = "ours", "ours, autodiff (no custom VJPs)"
 EAGER, EAGER_FUSED, COMPILED = "torch eager", "torch eager, fused AdamW", "torch compile, fused AdamW"
+TWIN = "our PyTorch twin (same weights)"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -213,6 +214,48 @@ def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool
             "compile_s": {"train": train_compile, "forward": forward_compile}}
 
 
+def twin_side(vocab: int, ids: np.ndarray) -> dict:
+    """Our PyTorch Hyformer twin (interop.hf_hyformer) holding exactly the weights of `jax_side`'s model,
+    copied through the conversion key table; trained with torch's default AdamW like `torch eager`."""
+    from interop.hf_hyformer import HyformerConfig as TwinConfig
+    from interop.hf_hyformer import HyformerForCausalLM
+    from jaxmodels.checkpoint import flat_params
+    from jaxmodels.hf.tables import HYFORMER
+
+    config = HyformerConfig.small(vocab_size=vocab, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=N_HEADS,
+                                  max_seq_len=SEQ_LEN)
+    flax_model = Hyformer(config, rngs=nnx.Rngs(0))
+    model = HyformerForCausalLM(TwinConfig(**{k: v for k, v in config.to_dict().items() if k != "model_type"}))
+    state = {}
+    for key, value in flat_params(flax_model).items():
+        name, transform = HYFORMER.to_hf(key)
+        state[name] = torch.from_numpy(np.array(transform.to_hf(np.asarray(value)), order="C"))
+    model.load_state_dict(state, strict=False)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    batch = torch.from_numpy(ids).long()
+
+    def train():
+        loss = model(batch, task="lm", labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def forward():
+        with torch.no_grad():
+            return model(batch, task="lm").logits
+
+    t0 = time.perf_counter()
+    first_loss = float(train())
+    train_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    forward()
+    return {"train": train, "forward": forward, "first_loss": first_loss,
+            "compile_s": {"train": train_compile, "forward": time.perf_counter() - t0}}
+
+
 def compare(case: str, what: str, flops: float, peak: float, sides: dict[str, dict], runs: int) -> list[dict]:
     """Times sides[name][what] ("train" or "forward") alternating; one row per side, ratios against ours."""
     with OtherLoad() as load:
@@ -243,7 +286,8 @@ def main(argv: list[str]) -> None:
     notes: list[str] = []
     sides = {OURS: jax_side(args.vocab, ids),
              EAGER: torch_side(args.vocab, ids, compiled=False, fused_adamw=False),
-             EAGER_FUSED: torch_side(args.vocab, ids, compiled=False, fused_adamw=True)}
+             EAGER_FUSED: torch_side(args.vocab, ids, compiled=False, fused_adamw=True),
+             TWIN: twin_side(args.vocab, ids)}
     if not args.no_compile:
         try:
             sides[COMPILED] = torch_side(args.vocab, ids, compiled=True, fused_adamw=True)
