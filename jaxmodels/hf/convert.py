@@ -17,6 +17,9 @@ from jaxmodels.hf.source import CheckpointError, SafetensorsCheckpoint
 from jaxmodels.hf.tables import KeyTable
 
 
+FLOAT_DTYPES = ("F32", "BF16", "F16", "F64")  # safetensors names; every parameter here is floating point
+
+
 def param_key(path) -> str:
     return ".".join(str(p) for p in path)
 
@@ -65,6 +68,10 @@ def plan_import(shapes: dict[str, tuple[int, ...]], ckpt: SafetensorsCheckpoint,
             continue
         step = Step(mapped[0], key, mapped[1], shapes[mapped[0]])
         seen.add(step.ours)
+        if ckpt.dtype(key) not in FLOAT_DTYPES:
+            problems.append(f"tensor {key!r} has dtype {ckpt.dtype(key)}, expected a floating-point dtype "
+                            f"({', '.join(FLOAT_DTYPES)})")
+            continue
         if ckpt.shape(key) != step.stored_shape():
             problems.append(f"tensor {key!r} has shape {ckpt.shape(key)}, expected {step.stored_shape()}")
             continue

@@ -159,6 +159,7 @@ def _corrupt(path, how):
     ("garbage", "model.safetensors: not a readable safetensors file"),
     ("missing-shard", r"names shard\(s\) that do not exist: \['model-00002-of-00002.safetensors'\]"),
     ("wrong-shape", "tensor 'model.layers.0.mlp.up_proj.weight' has shape (40, 20), expected (40, 24)"),
+    ("int-dtype", "tensor 'model.norm.weight' has dtype I32, expected a floating-point dtype"),
     ("config-mismatch", "missing tensor 'model.layers.2.input_layernorm.weight'"),
     ("unknown-type", "unsupported model_type 'gpt_neox'; supported: hyformer, llama, qwen2"),
     ("no-config", "no config.json"),
@@ -173,11 +174,14 @@ def test_bad_input_is_reported_without_traceback(tmp_path, case, message):
         transformers.LlamaForCausalLM.from_pretrained(src).save_pretrained(tmp_path / "sh", max_shard_size="30KB")
         src = tmp_path / "sh"
         os.remove(src / "model-00002-of-00002.safetensors")
-    elif case == "wrong-shape":
+    elif case in ("wrong-shape", "int-dtype"):
         from safetensors.numpy import save_file
 
         t = load_file(str(src / "model.safetensors"))
-        t["model.layers.0.mlp.up_proj.weight"] = np.zeros((40, 20), np.float32)
+        if case == "wrong-shape":
+            t["model.layers.0.mlp.up_proj.weight"] = np.zeros((40, 20), np.float32)
+        else:
+            t["model.norm.weight"] = np.ones(24, np.int32)
         save_file(t, str(src / "model.safetensors"), metadata={"format": "pt"})
     elif case in ("config-mismatch", "unknown-type"):
         cfg = json.loads((src / "config.json").read_text())
