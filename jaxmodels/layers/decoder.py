@@ -107,7 +107,8 @@ class Decoder(nnx.Module):
             raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected the shape of "
                              f"input_ids {tuple(input_ids.shape)}")
         if _is_concrete(input_ids) and input_ids.size:
-            lo, hi = int(np.min(input_ids)), int(np.max(input_ids))
+            ids = np.asarray(input_ids)  # host copy: a jax reduction would be traced when called inside jit
+            lo, hi = int(ids.min()), int(ids.max())
             if lo < 0 or hi >= self.spec.vocab_size:
                 raise ValueError(f"token ids must lie in [0, {self.spec.vocab_size}) (vocab_size); "
                                  f"got values from {lo} to {hi}")
