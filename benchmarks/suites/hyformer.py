@@ -174,19 +174,8 @@ def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = 
             "compile_s": {"train": train_compile, "forward": forward_compile}}
 
 
-def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool, autocast_bf16: bool = False) -> dict:
-    """transformers' LlamaForCausalLM of the same size: a training step and a no-grad forward."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, hidden_size=D_MODEL, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
-                         num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS, max_position_embeddings=SEQ_LEN,
-                         mlp_bias=True, attention_bias=False, tie_word_embeddings=True)
-    model = LlamaForCausalLM(config).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY,
-                            fused=True if fused_adamw else None)
-    run = torch.compile(model) if compiled else model
-    batch = torch.from_numpy(ids).long()
+def torch_functions(model, run, opt, batch, *, autocast_bf16: bool = False) -> dict:
+    """A training step (AdamW, clipped) and a no-grad forward of a PyTorch causal LM; times their first calls."""
 
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16)
@@ -214,6 +203,21 @@ def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool
             "compile_s": {"train": train_compile, "forward": forward_compile}}
 
 
+def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool, autocast_bf16: bool = False) -> dict:
+    """transformers' LlamaForCausalLM of the same size: a training step and a no-grad forward."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=D_MODEL, intermediate_size=FFN, num_hidden_layers=N_LAYERS,
+                         num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS, max_position_embeddings=SEQ_LEN,
+                         mlp_bias=True, attention_bias=False, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY,
+                            fused=True if fused_adamw else None)
+    run = torch.compile(model) if compiled else model
+    return torch_functions(model, run, opt, torch.from_numpy(ids).long(), autocast_bf16=autocast_bf16)
+
+
 def twin_side(vocab: int, ids: np.ndarray) -> dict:
     """Our PyTorch Hyformer twin (interop.hf_hyformer) holding exactly the weights of `jax_side`'s model,
     copied through the conversion key table; trained with torch's default AdamW like `torch eager`."""
@@ -233,27 +237,7 @@ def twin_side(vocab: int, ids: np.ndarray) -> dict:
     model.load_state_dict(state, strict=False)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    batch = torch.from_numpy(ids).long()
-
-    def train():
-        loss = model(batch, task="lm", labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    def forward():
-        with torch.no_grad():
-            return model(batch, task="lm").logits
-
-    t0 = time.perf_counter()
-    first_loss = float(train())
-    train_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    forward()
-    return {"train": train, "forward": forward, "first_loss": first_loss,
-            "compile_s": {"train": train_compile, "forward": time.perf_counter() - t0}}
+    return torch_functions(model, model, opt, torch.from_numpy(ids).long())
 
 
 def compare(case: str, what: str, flops: float, peak: float, sides: dict[str, dict], runs: int) -> list[dict]:
