@@ -25,7 +25,7 @@ from training import sharding
 from training.data import Batches, TokenStream, load_documents
 from training.masking import mask_tokens
 from training.cli_args import add_optimisation_args, add_run_args
-from training.loop import LoopConfig, TrainingError, fit, restore_or_init
+from training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
 from training.metrics import MetricsLog
 from training.optim import make_optimizer, make_schedule
 from training.rundir import RunDir, RunDirError
@@ -191,7 +191,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         history = train(args)
-    except (RunDirError, TrainingError, ValueError, FileNotFoundError, IsADirectoryError) as e:
+    except USER_ERRORS as e:
         sys.exit(f"error: {e}")
     if args.demo and history["eval"]:
         first, last = history["eval"][0], history["eval"][-1]

@@ -18,11 +18,15 @@ import jax
 from flax import nnx
 
 from training.metrics import MetricsLog, is_finite, progress
-from training.rundir import RunDir
+from training.rundir import RunDir, RunDirError
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+# Errors a training CLI reports as one `error:` line (bad input, a protected run directory, a diverged run).
+USER_ERRORS = (RunDirError, TrainingError, ValueError, FileNotFoundError, IsADirectoryError)
 
 
 @dataclasses.dataclass
