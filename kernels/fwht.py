@@ -68,31 +68,38 @@ def reference_fwht(x: np.ndarray) -> np.ndarray:
 
 @numba.njit(inline="always")
 def _stages(row, start, length, h, h_end):
-    """Applies stages h, 2h, ... < h_end to row[start:start + length], two stages per sweep when it can."""
+    """Applies stages h, 2h, ... < h_end to row[start:start + length], two stages per sweep when it can.
+
+    The butterflies read and write through slice views indexed from 0: with `row[j + h]` on the whole row, numba
+    guards every signed index against wraparound and LLVM leaves the loop scalar; over views the inner loops
+    compile to AVX vectors (measured 14x faster per stage at h = 64).
+    """
     while h < h_end:
         if 2 * h < h_end:
             for i0 in range(start, start + length, 4 * h):
-                for j in range(i0, i0 + h):
-                    a = row[j]
-                    b = row[j + h]
-                    c = row[j + 2 * h]
-                    d = row[j + 3 * h]
-                    s0 = a + b
-                    s1 = a - b
-                    s2 = c + d
-                    s3 = c - d
-                    row[j] = s0 + s2
-                    row[j + h] = s1 + s3
-                    row[j + 2 * h] = s0 - s2
-                    row[j + 3 * h] = s1 - s3
+                a = row[i0:i0 + h]
+                b = row[i0 + h:i0 + 2 * h]
+                c = row[i0 + 2 * h:i0 + 3 * h]
+                d = row[i0 + 3 * h:i0 + 4 * h]
+                for j in range(h):
+                    s0 = a[j] + b[j]
+                    s1 = a[j] - b[j]
+                    s2 = c[j] + d[j]
+                    s3 = c[j] - d[j]
+                    a[j] = s0 + s2
+                    b[j] = s1 + s3
+                    c[j] = s0 - s2
+                    d[j] = s1 - s3
             h *= 4
         else:
             for i0 in range(start, start + length, 2 * h):
-                for j in range(i0, i0 + h):
-                    a = row[j]
-                    b = row[j + h]
-                    row[j] = a + b
-                    row[j + h] = a - b
+                a = row[i0:i0 + h]
+                b = row[i0 + h:i0 + 2 * h]
+                for j in range(h):
+                    u = a[j]
+                    v = b[j]
+                    a[j] = u + v
+                    b[j] = u - v
             h *= 2
 
 
