@@ -20,7 +20,7 @@ from jaxmodels.svf.expert import ExpertMismatchError, check_fits, read_expert
 _PREFIXES = ("", "model.language_model.", "language_model.")
 
 
-def _resolve(names: list[str], params: dict[str, torch.nn.Parameter]) -> dict[str, str] | None:
+def resolve_names(names: list[str], params: dict[str, torch.nn.Parameter]) -> dict[str, str] | None:
     """{expert name: parameter name} under the first naming rule that finds every name, else None."""
     for strip in ("", "model."):
         for prefix in _PREFIXES:
@@ -51,7 +51,7 @@ def apply_expert(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, t
     `restore_weights(model, originals)` puts the base weights back. Refuses an expert made for another model."""
     z, manifest = read_expert(path)
     params = dict(model.named_parameters())
-    mapping = _resolve(sorted(z), params)
+    mapping = resolve_names(sorted(z), params)
     if mapping is None:
         found = sorted(n for n in params if n.endswith(".weight"))[:4]
         raise ExpertMismatchError(f"SVF expert {path} does not fit {type(model).__name__}: its parameter names "

@@ -37,13 +37,18 @@ def cmd_generate(args) -> int:
     if args.adapter_dir:
         llm.load_adapter(args.adapter_dir, args.adapter or "default")
     name = args.adapter or ("default" if args.adapter_dir else None)
+    expert = None
+    if args.svf_expert:
+        info = llm.load_expert(args.svf_expert, "expert")
+        print(f"# SVF expert {args.svf_expert}: {info['matrices']} matrices, {info['z']} z values", file=sys.stderr)
+        expert = "expert"
     images = args.image or None
     if args.stream:
-        for piece in llm.stream(args.prompt, name, images, seed=args.seed):
+        for piece in llm.stream(args.prompt, name, images, seed=args.seed, svf_expert=expert):
             print(piece, end="", flush=True)
         print()
     else:
-        print(llm.generate(args.prompt, name, images, seed=args.seed))
+        print(llm.generate(args.prompt, name, images, seed=args.seed, svf_expert=expert))
     return 0
 
 
@@ -91,6 +96,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--image", action="append", help="image file (repeatable)")
     g.add_argument("--adapter", help="LoRA adapter name (default: the base model)")
     g.add_argument("--adapter-dir", help="load a saved peft adapter from this directory first")
+    g.add_argument("--svf-expert", metavar="PATH",
+                   help="patch the language model with this SVF expert (safetensors from jaxmodels.svf / training.svf)")
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--max-tokens", type=int, default=64)
     g.add_argument("--seed", type=int, default=None)

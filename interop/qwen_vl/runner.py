@@ -7,6 +7,7 @@ are serialised; the async methods run the work in a worker thread, so the event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import threading
@@ -18,16 +19,19 @@ import torch
 from interop.qwen_vl import images as imgs
 from interop.qwen_vl.adapters import DEFAULT_TARGETS, AdapterBank
 from interop.qwen_vl.coalesce import Coalescer
+from interop.qwen_vl.experts import ExpertBank
 from interop.qwen_vl.loading import HFQwen2_5_VL, load_hf_qwen2_5_vl_model
 from interop.qwen_vl.prompts import encode_example, encode_prompts
 
 
 class OnlineLLM:
-    """A Qwen2.5-VL model served for generation, with named LoRA adapters learned online.
+    """A Qwen2.5-VL model served for generation, with named LoRA adapters learned online and named SVF experts.
 
     >>> llm = OnlineLLM("Qwen/Qwen2.5-VL-3B-Instruct", temperature=0.0, max_tokens=32)
     >>> await llm.learn_async("2+2?", "4", lora_adapter="math")
     >>> await llm.generate_async("2+3?", lora_adapter="math")
+    >>> llm.load_expert("experts/math.safetensors", "math")       # written by jaxmodels.svf
+    >>> await llm.generate_async("2+3?", svf_expert="math")      # composes with a LoRA adapter too
     """
 
     def __init__(self, model: str | os.PathLike | HFQwen2_5_VL, temperature: float = 0.2, max_tokens: int = 16,
@@ -47,6 +51,7 @@ class OnlineLLM:
         self.lora_rank, self.lora_alpha = int(lora_rank), float(lora_alpha)
         self.chat_template = chat_template
         self.adapters = AdapterBank(self.hf_model.model, rank=lora_rank, alpha=lora_alpha, targets=lora_targets)
+        self.experts = ExpertBank(self.hf_model.model)
         self._lock = threading.RLock()
         self.coalesce = coalesce
         self._coalescer = Coalescer(self._run_greedy_batch, self._lock)
@@ -96,15 +101,28 @@ class OnlineLLM:
         end = self.hf_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
         return sorted(set(ids + ([end] if isinstance(end, int) and end >= 0 else [])))
 
+    def _check(self, lora_adapter: str | None, svf_expert: str | None) -> None:
+        """Unknown names fail in the caller's own request, before it is queued."""
+        if lora_adapter is not None:
+            self.adapters.check(lora_adapter)
+        if svf_expert is not None:
+            self.experts.check(svf_expert)
+
+    @contextlib.contextmanager
+    def _active(self, lora_adapter: str | None, svf_expert: str | None):
+        """The model with `svf_expert`'s matrices patched in (base weights put back after) under `lora_adapter`."""
+        with self.experts.active(svf_expert), self.adapters.active(lora_adapter):
+            yield
+
     # -- generation ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate_ids(self, prompt: str | list[str], lora_adapter: str | None = None, images: Any = None,
                      max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
-                     seed: int | None = None) -> list[list[int]]:
+                     seed: int | None = None, svf_expert: str | None = None) -> list[list[int]]:
         """New token ids per prompt, up to and including the first end-of-turn token."""
         inputs = self.encode(prompt, images)
         kw = self._sampling(max_tokens, temperature, top_p)
-        with self._lock, self.adapters.active(lora_adapter):
+        with self._lock, self._active(lora_adapter, svf_expert):
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.hf_model.model.generate(**inputs, **kw)
@@ -114,41 +132,43 @@ class OnlineLLM:
 
     def generate(self, prompt: str | list[str], lora_adapter: str | None = None, images: Any = None,
                  max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
-                 seed: int | None = None) -> str | list[str]:
+                 seed: int | None = None, svf_expert: str | None = None) -> str | list[str]:
         """Text of the new tokens only; a str for a str prompt, a list for a list of prompts (batched, left-padded).
 
         images: for one prompt, an image or a list of images; for a list of prompts, one list per prompt.
-        lora_adapter: None runs the base model with every adapter disabled."""
+        lora_adapter: None runs the base model with every adapter disabled.
+        svf_expert: the name of a loaded SVF expert (`load_expert`) to patch the language model with; None: base."""
         _, single = self._prompts(prompt)
-        ids = self.generate_ids(prompt, lora_adapter, images, max_tokens, temperature, top_p, seed)
+        ids = self.generate_ids(prompt, lora_adapter, images, max_tokens, temperature, top_p, seed, svf_expert)
         texts = self.hf_model.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return texts[0] if single else texts
 
     async def generate_async(self, prompt: str | list[str], lora_adapter: str | None = None, images: Any = None,
                              max_tokens: int | None = None, temperature: float | None = None,
-                             top_p: float | None = None, seed: int | None = None) -> str | list[str]:
+                             top_p: float | None = None, seed: int | None = None,
+                             svf_expert: str | None = None) -> str | list[str]:
         """`generate` off the event loop. Greedy requests that arrive while the model is busy are batched
-        together (same adapter and max_tokens) when `coalesce` is on; each caller gets its own answer."""
+        together (same adapter, expert and max_tokens) when `coalesce` is on; each caller gets its own answer."""
         greedy = (self.temperature if temperature is None else temperature) == 0 and seed is None
         if not (self.coalesce and greedy):
             return await asyncio.to_thread(self.generate, prompt, lora_adapter, images, max_tokens, temperature,
-                                           top_p, seed)
+                                           top_p, seed, svf_expert)
         prompts, single = self._prompts(prompt)
         groups = imgs.normalize(images, len(prompts), self.hf_model.max_pixels)  # bad input fails its own caller
-        if lora_adapter is not None:
-            self.adapters.check(lora_adapter)
-        key = (lora_adapter, self.max_tokens if max_tokens is None else int(max_tokens))
+        self._check(lora_adapter, svf_expert)
+        key = (lora_adapter, svf_expert, self.max_tokens if max_tokens is None else int(max_tokens))
         texts = await self._coalescer.submit(key, prompts, groups)
         return texts[0] if single else texts
 
-    def _run_greedy_batch(self, key: tuple[str | None, int], prompts: list[str], images) -> list[str]:
-        lora_adapter, max_tokens = key
-        ids = self.generate_ids(prompts, lora_adapter, images, max_tokens=max_tokens, temperature=0.0)
+    def _run_greedy_batch(self, key: tuple[str | None, str | None, int], prompts: list[str], images) -> list[str]:
+        lora_adapter, svf_expert, max_tokens = key
+        ids = self.generate_ids(prompts, lora_adapter, images, max_tokens=max_tokens, temperature=0.0,
+                                svf_expert=svf_expert)
         return self.hf_model.tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     def stream(self, prompt: str, lora_adapter: str | None = None, images: Any = None,
                max_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None,
-               seed: int | None = None) -> Iterator[str]:
+               seed: int | None = None, svf_expert: str | None = None) -> Iterator[str]:
         """Yields decoded text pieces as they are generated (one prompt), via transformers' TextIteratorStreamer."""
         from transformers import TextIteratorStreamer
 
@@ -161,7 +181,7 @@ class OnlineLLM:
 
         def work():
             try:
-                with torch.no_grad(), self._lock, self.adapters.active(lora_adapter):
+                with torch.no_grad(), self._lock, self._active(lora_adapter, svf_expert):
                     if seed is not None:
                         torch.manual_seed(seed)
                     self.hf_model.model.generate(**inputs, **kw, streamer=streamer)
@@ -169,8 +189,7 @@ class OnlineLLM:
                 errors.append(err)
                 streamer.end()
 
-        if lora_adapter is not None:
-            self.adapters.check(lora_adapter)
+        self._check(lora_adapter, svf_expert)
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         for piece in streamer:
@@ -188,10 +207,11 @@ class OnlineLLM:
             yield piece
 
     @torch.no_grad()
-    def logits(self, prompt: str | list[str], lora_adapter: str | None = None, images: Any = None) -> torch.Tensor:
+    def logits(self, prompt: str | list[str], lora_adapter: str | None = None, images: Any = None,
+               svf_expert: str | None = None) -> torch.Tensor:
         """Next-token logits over the prompt, float32 [B, T, V] (left padding included, as `generate` sees it)."""
         inputs = self.encode(prompt, images)
-        with self._lock, self.adapters.active(lora_adapter):
+        with self._lock, self._active(lora_adapter, svf_expert):
             return self.hf_model.model(**inputs).logits.float()
 
     # -- learning --------------------------------------------------------------------------------
@@ -259,3 +279,18 @@ class OnlineLLM:
     def delete_adapter(self, lora_adapter: str) -> None:
         with self._lock:
             self.adapters.delete(lora_adapter)
+
+    # -- SVF experts -----------------------------------------------------------------------------
+    @property
+    def svf_experts(self) -> list[str]:
+        return self.experts.names
+
+    def load_expert(self, path: str | os.PathLike, svf_expert: str) -> dict[str, int]:
+        """Loads an SVF expert written by `jaxmodels.svf` (safetensors keyed by Hugging Face names) under a name;
+        its patched matrices are computed now. Refuses an expert made for another model, listing the differences."""
+        with self._lock:
+            return self.experts.load(path, svf_expert)
+
+    def delete_expert(self, svf_expert: str) -> None:
+        with self._lock:
+            self.experts.delete(svf_expert)
