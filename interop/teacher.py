@@ -2,16 +2,20 @@
 
 For every window start s in 0, stride, 2 stride, ... (while s + seq_len < len(stream)): tokens [W] =
 stream[s : s + W], the final-normed hidden states [W, H], the target = stream[s + W] (the next token), and
-optionally the teacher's logits at the window's last position [V]. Two sources:
-- `HFTeacher`: any Hugging Face causal LM directory, run through transformers (PyTorch, CPU, batched);
+optionally the teacher's logits at the window's last position [V], and the teacher's RoPE phases [W, 2] when it
+uses rotary positions (`rope_frequencies`; see `jaxmodels.htft.rope_phases`). Two sources:
+- `HFTeacher`: any Hugging Face causal LM directory, run through transformers (PyTorch, CPU, batched), our
+  Hyformer exports (`jaxmodels-convert to-hf`) included, with our registered modeling code (no remote code);
 - `FlaxTeacher`: one of our Flax decoders (`jaxmodels.from_pretrained`), through `hidden_states`.
-`capture` caches the result on disk under a key hashing the teacher's files, the token stream and the settings,
-so a second run with the same teacher and data reads it back instead of recomputing.
+`interop.teacher_load.load_teacher` picks one for a directory. `capture` caches the result on disk under a key
+hashing the teacher's files, the token stream and the settings, so a second run with the same teacher and data
+reads it back instead of recomputing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -22,6 +26,7 @@ import numpy as np
 from jaxmodels.io import atomic_open
 
 CACHE_VERSION = "htft-teacher-1"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class TeacherError(ValueError):
@@ -31,7 +36,8 @@ class TeacherError(ValueError):
 @dataclasses.dataclass(frozen=True, eq=False)
 class TeacherWindows:
     """N windows (satisfies jaxmodels.htft.TeacherWindowLike): tokens [N, W] int32, hidden [N, W, H] float32,
-    targets [N] int64, logits [N, V] float32 or None, rope None (synthetic phases are used)."""
+    targets [N] int64, logits [N, V] float32 or None, rope [N, W, 2] float32 (the teacher's RoPE phases) or None
+    (the teacher has no rotary positions: the ContextBuilder uses synthetic phases)."""
 
     tokens: np.ndarray
     hidden: np.ndarray
@@ -51,7 +57,7 @@ def window_starts(num_tokens: int, seq_len: int, stride: int, max_windows: int |
     return starts if max_windows is None else starts[:max_windows]
 
 
-def _sha256_files(paths) -> str:
+def sha256_files(paths) -> str:
     h = hashlib.sha256()
     for p in sorted(paths):
         h.update(p.name.encode())
@@ -61,16 +67,43 @@ def _sha256_files(paths) -> str:
     return h.hexdigest()
 
 
-class HFTeacher:
-    """A Hugging Face causal LM directory (config.json, weights, tokenizer files), loaded with transformers."""
+def check_vocab(name: str, tokenizer_size: int, vocab_size: int) -> None:
+    if tokenizer_size > vocab_size:
+        raise TeacherError(f"--model {name}: the tokenizer has {tokenizer_size} tokens but the teacher's embedding has "
+                           f"{vocab_size} rows; tokenizer and teacher do not match")
 
-    def __init__(self, model_dir, *, dtype: str = "float32"):
+
+class AutoTokenizerAdapter:
+    """A transformers tokenizer behind the interface of training.tokenizer (encode, decode, vocab_size, bos_id)."""
+
+    def __init__(self, tokenizer):
+        self.hf, self.vocab_size, self.bos_id = tokenizer, len(tokenizer), tokenizer.bos_token_id
+        self.name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.hf(text, add_special_tokens=False)["input_ids"], np.int64)
+
+    def decode(self, ids) -> str:
+        return self.hf.decode([int(i) for i in np.asarray(ids).reshape(-1)])
+
+
+class HFTeacher:
+    """A Hugging Face causal LM directory (config.json, weights, tokenizer files), loaded with transformers.
+
+    `tokenizer` (an object with encode / decode / vocab_size / bos_id, e.g. training.tokenizer's) replaces the
+    directory's own tokenizer files, e.g. for a byte-level Hyformer exported by `jaxmodels-convert to-hf`.
+    """
+
+    def __init__(self, model_dir, *, tokenizer=None, dtype: str = "float32"):
         import torch
         import transformers
 
+        from interop.hf_hyformer import HyformerModel  # registers model_type "hyformer" (our exports)
+
         self.dir = Path(model_dir)
         if not (self.dir / "config.json").is_file():
-            raise TeacherError(f"--model {model_dir}: no config.json there; expected a Hugging Face model directory")
+            raise TeacherError(f"--model {model_dir}: no config.json there; expected a Hugging Face model directory "
+                               f"or one of ours (a jaxmodels checkpoint or training run directory)")
         try:
             config = transformers.AutoConfig.from_pretrained(self.dir)
         except (ValueError, KeyError, OSError) as err:
@@ -78,37 +111,67 @@ class HFTeacher:
         if type(config) not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
             raise TeacherError(f"--model {model_dir}: model_type {config.model_type!r} ({type(config).__name__}) is "
                                f"not a causal language model in transformers; the teacher must predict next tokens")
+        hint = "pass --tokenizer DIR (a directory with tokenizer.json) or --tokenizer bytes"
+        if tokenizer is None and not any((self.dir / f).is_file() for f in TOKENIZER_FILES):
+            raise TeacherError(f"--model {model_dir}: no tokenizer files there ({', '.join(TOKENIZER_FILES)}); {hint}")
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizerAdapter(transformers.AutoTokenizer.from_pretrained(self.dir))
+            except (ValueError, OSError, KeyError, TypeError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise TeacherError(f"--model {model_dir}: transformers cannot load the tokenizer there ({first}); "
+                                   f"{hint}") from err
         self.model = transformers.AutoModelForCausalLM.from_pretrained(self.dir, dtype=getattr(torch, dtype)).eval()
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.dir)
-        except (ValueError, OSError) as err:
-            raise TeacherError(f"--model {model_dir}: no usable tokenizer in that directory ({err})") from err
+        self.tokenizer = tokenizer
         self.vocab_size = int(self.model.get_input_embeddings().num_embeddings)
-        if len(self.tokenizer) > self.vocab_size:
-            raise TeacherError(f"--model {model_dir}: the tokenizer has {len(self.tokenizer)} tokens but the teacher's "
-                               f"embedding has {self.vocab_size} rows; tokenizer and teacher do not match")
+        check_vocab(str(model_dir), tokenizer.vocab_size, self.vocab_size)
         text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
         self.hidden_size = int(text_cfg.hidden_size)
         self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
         self.name = str(self.dir)
-        self.bos_id = self.tokenizer.bos_token_id
+        self.bos_id = tokenizer.bos_id
+        self._hyformer = isinstance(self.model, HyformerModel)  # hidden states in output.extras
         self._torch = torch
 
     def fingerprint(self) -> str:
         files = [p for p in self.dir.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin",
                                                                                   ".model", ".txt")]
-        return _sha256_files(files)
+        return sha256_files(files)
 
     def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
+        return np.asarray(self.tokenizer.encode(text), np.int64)
+
+    def rope_frequencies(self) -> np.ndarray | None:
+        """The rotary frequencies [F] (radians per position) the teacher's own RoPE code uses, or None.
+
+        Our Hyformer twin: read back from its `rope_angles` at position 1; transformers models: the `inv_freq`
+        buffer of their rotary embedding (scaling applied; for per-layer-type RoPE such as Gemma 3's, the global
+        layers' `full_attention_inv_freq`); None for models without one (e.g. learned absolute positions).
+        """
+        if self._hyformer:
+            from interop.hf_hyformer.modeling_hyformer import rope_angles
+
+            cos, sin = rope_angles(self._torch.arange(2)[None], self.model.config.head_dim)  # [1, 2, 1, H/2]
+            return np.arctan2(sin[0, 1, 0].numpy(), cos[0, 1, 0].numpy()).astype(np.float64)
+        for module in self.model.modules():
+            if type(module).__name__.endswith("RotaryEmbedding"):
+                buffers = {k: v for k, v in module.named_buffers() if k.endswith("inv_freq") and "original" not in k}
+                for name in ("inv_freq", "full_attention_inv_freq", *sorted(buffers)):
+                    if name in buffers:
+                        return buffers[name].float().numpy().astype(np.float64)
+        return None
 
     def run(self, ids: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """ids [B, W] -> (hidden [B, W, H], logits at the last position [B, V] or None)."""
         with self._torch.no_grad():
-            out = self.model(input_ids=self._torch.as_tensor(ids), output_hidden_states=True)
-        hidden = out.hidden_states[-1].float().numpy()
+            if self._hyformer:
+                out = self.model(input_ids=self._torch.as_tensor(ids))
+                hidden = out.extras["hidden_states"]
+            else:
+                out = self.model(input_ids=self._torch.as_tensor(ids), output_hidden_states=True)
+                hidden = out.hidden_states[-1]
         logits = out.logits[:, -1].float().numpy() if with_logits else None
-        return hidden, logits
+        return hidden.float().numpy(), logits
 
 
 class FlaxTeacher:
@@ -119,6 +182,8 @@ class FlaxTeacher:
         self.model, self.tokenizer, self.name, self._fingerprint = model, tokenizer, name, fingerprint
         self.vocab_size, self.hidden_size, self.max_positions = spec.vocab_size, spec.d_model, spec.max_seq_len
         self.bos_id = getattr(tokenizer, "bos_id", None)
+        if hasattr(tokenizer, "vocab_size"):
+            check_vocab(name, int(tokenizer.vocab_size), self.vocab_size)
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -126,12 +191,42 @@ class FlaxTeacher:
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(text), np.int64)
 
+    def rope_frequencies(self) -> np.ndarray:
+        """The rotary frequencies [F] our decoder uses (`scaled_inverse_frequencies` of its spec)."""
+        from jaxmodels.layers.rope import scaled_inverse_frequencies
+
+        spec = self.model.spec
+        return np.asarray(scaled_inverse_frequencies(spec.head_dim, spec.rope_theta, dict(spec.rope_scaling)),
+                          np.float64)
+
     def run(self, ids: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import jax.numpy as jnp
 
-        out = self.model(jnp.asarray(ids, jnp.int32))
-        hidden = np.asarray(out.extras["hidden_states"], np.float32)
-        return hidden, (np.asarray(out.logits[:, -1], np.float32) if with_logits else None)
+        hidden, logits = _flax_forward()(self.model, jnp.asarray(ids, jnp.int32))
+        return np.asarray(hidden, np.float32), (np.asarray(logits, np.float32) if with_logits else None)
+
+
+@functools.cache
+def _flax_forward():
+    """The jitted forward of our decoders: (model, ids [B, W]) -> (final hidden states [B, W, H], last-position
+    logits [B, V]); compiled once per model and shape."""
+    from flax import nnx
+
+    @nnx.jit
+    def forward(model, ids):
+        out = model(ids)
+        return out.extras["hidden_states"], out.logits[:, -1]
+
+    return forward
+
+
+def teacher_phases(teacher, seq_len: int) -> np.ndarray | None:
+    """The teacher's RoPE phases [W, 2] for windows of seq_len, or None (no RoPE, or a teacher-like object
+    without `rope_frequencies`)."""
+    from jaxmodels.htft import rope_phases
+
+    freqs = teacher.rope_frequencies() if hasattr(teacher, "rope_frequencies") else None
+    return None if freqs is None else rope_phases(freqs, seq_len)
 
 
 def token_stream(teacher, texts: list[str]) -> np.ndarray:
@@ -155,6 +250,8 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
     if starts.size == 0:
         raise TeacherError(f"a stream of {stream.size} tokens holds no window of seq_len {seq_len} plus its next "
                            f"token")
+    phases = teacher_phases(teacher, seq_len)
+    rope = None if phases is None else np.broadcast_to(phases, (len(starts), seq_len, 2))
     path = None
     if cache_dir is not None:
         settings = {"v": CACHE_VERSION, "teacher": teacher.fingerprint(), "seq_len": seq_len, "stride": stride,
@@ -165,7 +262,7 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 return TeacherWindows(z["tokens"], z["hidden"], z["targets"],
-                                      z["logits"] if "logits" in z.files else None), True
+                                      z["logits"] if "logits" in z.files else None, rope), True
     tokens = np.stack([stream[s:s + seq_len] for s in starts])  # [N, W]
     targets = stream[starts + seq_len]  # [N]
     hidden = np.zeros((len(starts), seq_len, teacher.hidden_size), np.float32)
@@ -176,7 +273,7 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
         if lg is not None:
             logits = np.zeros((len(starts), lg.shape[1]), np.float32) if logits is None else logits
             logits[lo:lo + len(lg)] = lg
-    windows = TeacherWindows(tokens.astype(np.int32), hidden, targets, logits)
+    windows = TeacherWindows(tokens.astype(np.int32), hidden, targets, logits, rope)
     if path is not None:
         arrays = {"tokens": windows.tokens, "hidden": hidden, "targets": targets}
         if logits is not None:
@@ -189,8 +286,9 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
 
 def generate_greedy(teacher, student, prompt: str, max_new_tokens: int) -> tuple[np.ndarray, str]:
     """Greedy text from `prompt` with a trained HTFT (`jaxmodels.htft.HTFTCheckpoint`): the teacher only supplies
-    the hidden states of the last W tokens; the student picks the next token among the shortlist ("other" is never
-    chosen). A context shorter than W is left-padded with the teacher's BOS (or token 0).
+    the hidden states of the last W tokens (and its RoPE phases, as in training); the student picks the next token
+    among the shortlist ("other" is never chosen). A context shorter than W is left-padded with the teacher's BOS
+    (or token 0).
     Returns (the new token ids [max_new_tokens], their decoded text)."""
     from jaxmodels.htft import ContextBuilder
 
@@ -200,13 +298,15 @@ def generate_greedy(teacher, student, prompt: str, max_new_tokens: int) -> tuple
                            f"{teacher.hidden_size}")
     builder = ContextBuilder(cfg)
     w = cfg.window_size
+    phases = teacher_phases(teacher, w)
+    rope = None if phases is None else phases[None]
     ids = token_stream(teacher, [prompt]).tolist()
     pad = teacher.bos_id if teacher.bos_id is not None else 0
     new = []
     for _ in range(max_new_tokens):
         window = np.array(([pad] * max(0, w - len(ids)) + ids)[-w:], np.int64)[None]  # [1, W]
         hidden, _ = teacher.run(window, False)
-        batch = builder.build(window, hidden)
+        batch = builder.build(window, hidden, rope)
         logits = student.model.predict(batch.context, batch.tail)[0]  # [S + 1]
         logits[student.vocab.unk_index] = -np.inf
         token = int(student.vocab.to_full(int(np.argmax(logits))))

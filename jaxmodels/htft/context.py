@@ -2,7 +2,8 @@
 
 Letters: W window length (seq_len), H teacher hidden width, N windows, E stage-1 target width, L tail tokens.
 Stage 1 raw input = concat(hidden.reshape(W * H), hashed n-grams of the window's tokens [hashed_dim],
-positional phases [2 W]); the tail = the last L hidden states flattened [L * H] (zero-padded in front when
+positional phases [2 W]: the teacher's RoPE phases when the capture has them (`rope_phases`), else synthetic
+ones); the tail = the last L hidden states flattened [L * H] (zero-padded in front when
 W < L); the Stage 1 target = hidden[-1] @ T with T ~ N(0, 1) / sqrt(H) of shape [H, E].
 """
 
@@ -17,12 +18,29 @@ import numpy as np
 from kernels.hashing import hashed_ngram_features
 
 
+def rope_phases(inv_freq, window_size: int) -> np.ndarray:
+    """The teacher's RoPE phases of positions 0..W-1 (each window is run from position 0): [W, 2] = (sin, cos).
+
+    inv_freq [F]: the teacher's rotary frequencies (radians per position, scalings applied). One frequency is
+    kept: the fastest whose angle stays within half a turn over the window (theta (W - 1) <= pi), so every
+    position gets a distinct phase, as with the synthetic phases (exactly half a turn); if every frequency turns
+    faster, the slowest.
+    """
+    inv_freq = np.asarray(inv_freq, np.float64).reshape(-1)
+    if inv_freq.size == 0 or not np.all(np.isfinite(inv_freq)) or np.any(inv_freq <= 0):
+        raise ValueError(f"rope_phases: inv_freq must be a non-empty array of positive frequencies, got {inv_freq}")
+    fits = inv_freq[inv_freq * max(window_size - 1, 1) <= np.pi]
+    theta = fits.max() if fits.size else inv_freq.min()
+    angle = theta * np.arange(window_size)
+    return np.stack([np.sin(angle), np.cos(angle)], axis=1).astype(np.float32)
+
+
 @runtime_checkable
 class TeacherWindowLike(Protocol):
     """What a teacher capture must provide, for N windows of W tokens.
 
     tokens [N, W] int, hidden [N, W, H] float, targets [N] int (the full-vocabulary id of the token after each
-    window); logits [N, V] or None; rope [N, W, 2] positional phases or None.
+    window); logits [N, V] or None; rope [N, W, 2] positional phases (sin, cos) or None (synthetic phases).
     """
 
     tokens: np.ndarray

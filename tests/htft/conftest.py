@@ -48,3 +48,33 @@ def corpus_file(tmp_path_factory):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def make_hyformer_run(path, *, task="lm", tokenizer="bytes"):
+    """A tiny byte-level Hyformer saved as a training run directory would hold it: path/model/ and path/run.json."""
+    import dataclasses
+    import json
+
+    from flax import nnx
+
+    from jaxmodels import Hyformer, HyformerConfig
+
+    model = Hyformer(dataclasses.replace(HyformerConfig.tiny(), vocab_size=260), rngs=nnx.Rngs(0))
+    model.save_pretrained(path / "model")
+    (path / "run.json").write_text(json.dumps({"identity": {"task": task, "tokenizer": tokenizer}}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def hyformer_run(tmp_path_factory):
+    return make_hyformer_run(tmp_path_factory.mktemp("hyformer_run"))
+
+
+@pytest.fixture(scope="session")
+def hyformer_hf(hyformer_run, tmp_path_factory):
+    """The same tiny Hyformer exported by `jaxmodels-convert to-hf` (no tokenizer files: byte-level)."""
+    from interop.convert_cli import to_hf
+
+    out = tmp_path_factory.mktemp("hyformer_hf") / "hf"
+    to_hf(hyformer_run, out)
+    return out
