@@ -1,10 +1,12 @@
 """Distil a frozen teacher LM into the two-stage HTFT: `python -m training.htft --help`.
 
-Pipeline: teacher capture (cached on disk) -> compact vocabulary from the training stream -> ContextBuilder ->
-one sequential online pass of both stages -> evaluation on held-out windows -> JSONL metrics and a
-self-contained `.npz` checkpoint (--output). With --data the token stream of the local text files is split into
-the first --train-tokens for training and the next --eval-tokens for evaluation; with --dataset the hub
-dataset's train and validation splits are used.
+--model: a Hugging Face causal LM directory (e.g. a Hyformer exported by `jaxmodels-convert to-hf`), or one of
+ours (a jaxmodels checkpoint directory, or a `training.hyformer` run directory). Pipeline: teacher capture (cached
+on disk, with the teacher's RoPE phases when it has rotary positions) -> compact vocabulary from the training
+stream -> ContextBuilder -> one sequential online pass of both stages -> evaluation on held-out windows -> JSONL
+metrics and a self-contained `.npz` checkpoint (--output). With --data the token stream of the local text files
+is split into the first --train-tokens for training and the next --eval-tokens for evaluation; with --dataset the
+dataset's train and validation splits are used (a hub name, or a local directory of data files offline).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from interop.teacher import HFTeacher, TeacherError, capture, token_stream
+from interop.teacher import TeacherError, capture, token_stream
+from interop.teacher_load import load_teacher
 from jaxmodels.htfr import HTFRConfig
 from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint, HTFTTrainer,
                             HypertensorFieldTransformer, StageSpec, build_vocab_mapping, load_htft_checkpoint,
@@ -28,11 +31,11 @@ from training.data import load_documents
 from training.metrics import MetricsLog, progress
 
 # Settings that define a run: resuming with any of them changed is refused.
-IDENTITY = ("model", "dataset", "dataset_config", "data", "train_tokens", "eval_tokens", "seq_len", "stride",
-            "stage1_tensors", "stage2_tensors", "stage1_countsketch_dim", "stage2_countsketch_dim", "stage1_srht_dim",
-            "stage2_srht_dim", "stage1_target_dim", "tail_tokens", "hashed_dim", "vocab_limit", "top_k",
-            "train_top_k", "stage1_tau", "stage2_tau", "stage1_eta", "stage2_eta", "stage1_eta_g", "stage2_eta_g",
-            "max_train_examples", "max_eval_examples", "seed")
+IDENTITY = ("model", "tokenizer", "dataset", "dataset_config", "data", "train_tokens", "eval_tokens", "seq_len",
+            "stride", "stage1_tensors", "stage2_tensors", "stage1_countsketch_dim", "stage2_countsketch_dim",
+            "stage1_srht_dim", "stage2_srht_dim", "stage1_target_dim", "tail_tokens", "hashed_dim", "vocab_limit",
+            "top_k", "train_top_k", "stage1_tau", "stage2_tau", "stage1_eta", "stage2_eta", "stage1_eta_g",
+            "stage2_eta_g", "max_train_examples", "max_eval_examples", "seed")
 
 
 class HTFTRunError(ValueError):
@@ -43,11 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.htft", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("teacher and data")
-    d.add_argument("--model", required=True, help="a Hugging Face causal LM directory (config, weights, tokenizer)")
+    d.add_argument("--model", required=True, help="a Hugging Face causal LM directory (config, weights, tokenizer), "
+                                                  "or ours: a jaxmodels checkpoint or training run directory")
+    d.add_argument("--tokenizer", metavar="DIR|bytes", help="the teacher's tokenizer when its directory has none: a "
+                                                           "directory with tokenizer.json, or 'bytes' (byte-level); "
+                                                           "default: the model directory's own, or the one its "
+                                                           "training run recorded")
     d.add_argument("--hf-token", help="accepted for the seed's interface; models are read from local directories")
     d.add_argument("--data", nargs="+", metavar="PATH", help="local text files or globs")
-    d.add_argument("--dataset", help="a Hugging Face hub dataset (train and validation splits; needs network)")
-    d.add_argument("--dataset-config", help="the hub dataset's configuration name")
+    d.add_argument("--dataset", help="a Hugging Face dataset with train and validation splits: a hub name (needs "
+                                     "network) or a local directory of data files (e.g. train.jsonl, validation.jsonl "
+                                     "with a text column; works offline, HF_DATASETS_OFFLINE=1)")
+    d.add_argument("--dataset-config", help="the dataset's configuration name")
     d.add_argument("--train-tokens", type=int, default=200_000)
     d.add_argument("--eval-tokens", type=int, default=50_000)
     d.add_argument("--seq-len", type=int, default=128)
@@ -89,18 +99,29 @@ def identity(args) -> dict:
     return ident
 
 
+def _documents(flag: str, **kw) -> list[str]:
+    """load_documents with its failures (missing files, unknown dataset or split, no network) as HTFTRunError."""
+    try:
+        return load_documents(**kw)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise HTFTRunError(f"{flag}: {err}") from err
+
+
 def _streams(args, teacher) -> tuple[np.ndarray, np.ndarray]:
+    if args.dataset is not None and args.data:
+        raise HTFTRunError("give the corpus once: --data FILE... (local text) or --dataset NAME, not both")
     if args.dataset is not None:
-        train = token_stream(teacher, load_documents(dataset=args.dataset, dataset_config=args.dataset_config))
-        held = token_stream(teacher, load_documents(dataset=args.dataset, dataset_config=args.dataset_config,
-                                                    split="validation"))
+        flag = f"--dataset {args.dataset}"
+        kw = dict(dataset=args.dataset, dataset_config=args.dataset_config)
+        train = token_stream(teacher, _documents(flag, **kw))
+        held = token_stream(teacher, _documents(flag, split="validation", **kw))
         if train.size < args.train_tokens or held.size < args.eval_tokens:
             raise HTFTRunError(f"--dataset {args.dataset}: {train.size} train / {held.size} validation tokens, fewer "
                                f"than --train-tokens {args.train_tokens} / --eval-tokens {args.eval_tokens}")
         return train[:args.train_tokens], held[:args.eval_tokens]
     if not args.data:
         raise HTFTRunError("give the corpus: --data FILE... (local text) or --dataset NAME")
-    stream = token_stream(teacher, load_documents(args.data))
+    stream = token_stream(teacher, _documents("--data", data=args.data))
     need = args.train_tokens + args.eval_tokens
     if stream.size < need:
         raise HTFTRunError(f"corpus too small: --data holds {stream.size} tokens, fewer than --train-tokens "
@@ -142,7 +163,7 @@ def run(args) -> dict:
     """Runs the whole pipeline; returns the last metrics record."""
     metrics_path = Path(args.metrics_path or Path(args.output).with_suffix(".jsonl"))
     resumed = _check_output(args, metrics_path)
-    teacher = HFTeacher(args.model)
+    teacher = load_teacher(args.model, args.tokenizer)
     train_stream, eval_stream = _streams(args, teacher)
     cache = Path(args.cache_dir) if args.cache_dir else Path(args.output).parent / "teacher_cache"
     t0 = time.perf_counter()
@@ -151,8 +172,9 @@ def run(args) -> dict:
     eval_w, hit_eval = capture(teacher, eval_stream, seq_len=args.seq_len, stride=args.stride,
                                max_windows=args.max_eval_examples, with_logits=True, batch_size=args.batch_size,
                                cache_dir=cache)
+    phases = "teacher RoPE" if train_w.rope is not None else "synthetic"
     print(f"teacher: {len(train_w)} train / {len(eval_w)} eval windows in {time.perf_counter() - t0:.1f}s "
-          f"(cache {'hit' if hit_train and hit_eval else 'miss'})", file=sys.stderr)
+          f"(cache {'hit' if hit_train and hit_eval else 'miss'}; {phases} phases)", file=sys.stderr)
 
     vocab = build_vocab_mapping(train_stream, args.vocab_limit, teacher.vocab_size)
     cfg = ContextBuilderConfig(window_size=args.seq_len, hidden_dim=teacher.hidden_size, hashed_dim=args.hashed_dim,
@@ -192,7 +214,8 @@ def run(args) -> dict:
                       "samples_per_s": tr["samples_per_s"], "eval_samples_per_s": ev["samples_per_s"]}
             log.write(record)
             save_htft_checkpoint(args.output, HTFTCheckpoint(model, vocab, cfg, {
-                "identity": identity(args), "step": step, "teacher": teacher.name, "diagnostics": model.diagnostics()}))
+                "identity": identity(args), "step": step, "teacher": teacher.name, "phases": phases,
+                "diagnostics": model.diagnostics()}))
             bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
     finally:
         bar.close()

@@ -78,3 +78,27 @@ def test_cli_refuses_bad_runs_and_keeps_what_exists(teacher_dir, corpus_file, tm
         htft.main(argv(teacher_dir, corpus_file, tmp_path / "long", "--seq-len", "80"))
     with pytest.raises(SystemExit, match="no config.json there"):
         htft.main(["--model", str(tmp_path), "--data", str(corpus_file), "--output", str(tmp_path / "x.npz")])
+
+
+def test_cli_reads_a_local_dataset_offline(teacher_dir, tmp_path, monkeypatch):
+    """--dataset DIR: the train and validation splits of local data files through `datasets`, with no network."""
+    from tests.htft.conftest import CORPUS
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = tmp_path / "ds"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": CORPUS[i:i + 500]}) + "\n"
+                                              for i in range(0, 2000, 500)))
+    (data / "validation.jsonl").write_text(json.dumps({"text": CORPUS[2000:]}) + "\n")
+    out = tmp_path / "run"
+    args = ["--model", str(teacher_dir), "--dataset", str(data), "--output", str(out / "htft.npz"), *TINY]
+    htft.main(args)
+    assert [r["step"] for r in lines(out / "htft.jsonl")] == [16, 32, 48]
+    with pytest.raises(SystemExit, match=r"--dataset .*ds: \d+ train / \d+ validation tokens, fewer than "
+                                         r"--train-tokens 100000"):
+        htft.main([*args, "--force", "--train-tokens", "100000"])
+    (data / "validation.jsonl").rename(data / "test.jsonl")
+    with pytest.raises(SystemExit, match=r"--dataset .*ds: .*Unknown split \"validation\""):
+        htft.main([*args, "--force"])
+    with pytest.raises(SystemExit, match="give the corpus once"):
+        htft.main([*args, "--force", "--data", str(data / "train.jsonl")])

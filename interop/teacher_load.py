@@ -1,0 +1,102 @@
+"""`load_teacher`: the HTFT teacher behind `--model DIR` (and its tokenizer behind `--tokenizer`).
+
+DIR is one of:
+- a Hugging Face causal LM directory (config.json, weights, tokenizer files) -> `HFTeacher` (transformers);
+- one of our checkpoint directories (config.json with `jaxmodels_version`, e.g. `runs/h1/model`) or a training run
+  directory holding one in `model/` -> `FlaxTeacher` (`jaxmodels.from_pretrained`).
+The tokenizer: `--tokenizer bytes` (training.tokenizer.ByteTokenizer) or `--tokenizer TOKDIR` (its tokenizer.json)
+when given; otherwise an HF directory's own tokenizer files, and for our checkpoints a tokenizer.json next to the
+weights, else the one the training run recorded in run.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from interop.teacher import FlaxTeacher, HFTeacher, TeacherError, sha256_files
+
+BYTES = "bytes"
+
+
+def load_tokenizer_arg(value: str | None):
+    """--tokenizer: None, "bytes" or a directory holding tokenizer.json -> None or a training.tokenizer object."""
+    if value is None:
+        return None
+    from training.tokenizer import ByteTokenizer, HFTokenizer
+
+    if value == BYTES:
+        return ByteTokenizer()
+    try:
+        return HFTokenizer(value)
+    except (FileNotFoundError, ValueError, OSError) as err:
+        raise TeacherError(f"--tokenizer {value}: {err}; expected 'bytes' or a directory with tokenizer.json") from err
+
+
+def native_model_dir(path: Path) -> Path | None:
+    """Our checkpoint directory for `path` (itself, or a training run's model/), or None for other directories."""
+    from jaxmodels.checkpoint import FORMAT_KEY
+
+    candidates = [path / "model", path] if (path / "run.json").is_file() else [path]
+    for d in candidates:
+        cfg = d / "config.json"
+        if cfg.is_file():
+            try:
+                data = json.loads(cfg.read_text())
+            except json.JSONDecodeError as err:
+                raise TeacherError(f"--model {path}: {cfg} is not valid JSON ({err})") from err
+            if isinstance(data, dict) and FORMAT_KEY in data:
+                return d
+    return None
+
+
+def _run_identity(model_dir: Path) -> dict:
+    """What the training run that wrote model_dir recorded (run.json next to it), or {}."""
+    run_json = model_dir.parent / "run.json"
+    if model_dir.name == "model" and run_json.is_file():
+        try:
+            return json.loads(run_json.read_text()).get("identity", {})
+        except json.JSONDecodeError as err:
+            raise TeacherError(f"{run_json} is not valid JSON ({err})") from err
+    return {}
+
+
+def load_flax_teacher(model_dir: Path, tokenizer=None, *, name: str | None = None) -> FlaxTeacher:
+    """One of our checkpoint directories as a teacher (the weights and config.json identify it)."""
+    import jaxmodels
+
+    run = _run_identity(model_dir)
+    if run.get("task", "lm") != "lm":
+        raise TeacherError(f"--model {name or model_dir}: trained for task {run['task']!r} (run.json); the teacher "
+                           f"must be a causal language model (task 'lm')")
+    if tokenizer is None and (model_dir / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer_arg(str(model_dir))
+    if tokenizer is None and run.get("tokenizer") is not None:
+        tokenizer = load_tokenizer_arg(run["tokenizer"])
+    if tokenizer is None:
+        raise TeacherError(f"--model {name or model_dir}: a jaxmodels checkpoint with no tokenizer (no tokenizer.json "
+                           f"there, no run.json naming one); pass --tokenizer DIR (a directory with tokenizer.json) "
+                           f"or --tokenizer bytes")
+    try:
+        model = jaxmodels.from_pretrained(model_dir)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise TeacherError(f"--model {name or model_dir}: cannot load this jaxmodels checkpoint ({err})") from err
+    if not hasattr(model, "spec") or not hasattr(model, "hidden_states"):
+        raise TeacherError(f"--model {name or model_dir}: {type(model).__name__} is not a decoder language model; "
+                           f"the teacher must predict next tokens")
+    files = [p for p in model_dir.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors")]
+    fingerprint = sha256_files(files) + ":" + getattr(tokenizer, "name", type(tokenizer).__name__)
+    return FlaxTeacher(model, tokenizer, name=name or str(model_dir), fingerprint=fingerprint)
+
+
+def load_teacher(model: str, tokenizer: str | None = None):
+    """--model DIR and --tokenizer (None, "bytes" or a directory) -> HFTeacher or FlaxTeacher."""
+    path = Path(model)
+    if not path.is_dir():
+        raise TeacherError(f"--model {model}: no such directory; expected a Hugging Face model directory or one of "
+                           f"ours (a jaxmodels checkpoint or training run directory)")
+    tok = load_tokenizer_arg(tokenizer)
+    native = native_model_dir(path)
+    if native is not None:
+        return load_flax_teacher(native, tok, name=str(path))
+    return HFTeacher(path, tokenizer=tok)
