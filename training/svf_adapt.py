@@ -61,6 +61,19 @@ class Adapter:
     def accuracy(self, model, examples: Sequence[Example]) -> float:
         return accuracy_with(model, examples, self.codec, exact_match, batch_size=self.batch_size)
 
+    def behaviours(self, model, examples: Sequence[Example]) -> dict[str, float]:
+        """Shares of greedy answers that are correct, the rival behaviour's (Example.distractor), or neither."""
+        counts = {"correct": 0, "rival": 0, "other": 0}
+        for i in range(0, len(examples), self.batch_size):
+            chunk = list(examples[i:i + self.batch_size])
+            n = len(chunk)
+            out = rollout_with(model, chunk + [chunk[-1]] * (self.batch_size - n), self.codec, exact_match)
+            for ex, text in zip(chunk, out.completions[:n]):
+                answer = text.split("\n", 1)[0].strip()
+                rival = bool(ex.distractor) and answer == ex.distractor
+                counts["correct" if answer == ex.answer else "rival" if rival else "other"] += 1
+        return {k: v / len(examples) for k, v in counts.items()}
+
     def routed_accuracy(self, examples: Sequence[Example], routes: Sequence[str]) -> float:
         """Each example answered by the expert of its route ("others": the base weights)."""
         table = {**{n: n for n in self.names}, OTHERS: None}

@@ -1,13 +1,18 @@
-"""Transformer² SVF, self-contained: `python -m benchmarks svf [--quick] [--work DIR]`.
+"""Transformer² SVF, self-contained: `python -m benchmarks svf [--quick] [--work DIR] [--base DIR]`.
 
-1. A small byte-level Hyformer is pretrained here by `training.hyformer` on text from `training.svf_tasks`
-   (answers to arithmetic, reversal and sorting prompts, and "\\boxed{domain}" labels); reused from --work.
-2. One SVF expert per domain is trained with `training.svf train` (greedy REINFORCE, lr 2e-3, the official
-   settings), keeping the best validation z.
+1. A small byte-level Hyformer is pretrained here by `training.hyformer` on the corpus of
+   `training.svf_tasks`: arithmetic, reversal and sorting prompts, each answered on 45% of its lines by a
+   rival behaviour (forgetting the carry, copying, sorting descending), upper-casing always answered
+   correctly, and "\\boxed{domain}" labels. The base model therefore knows both behaviours of each domain
+   and answers correctly only part of the time. Reused from --work.
+2. One SVF expert per domain with `training.svf train`: greedy REINFORCE with the official optimiser
+   (Adam, gradient clip 1e-3) but lr 1e-2 instead of 2e-3 and up to 300 steps (the official runs take 200-2000
+   iterations; this keeps the demo within minutes), keeping the best validation z. One run at the official
+   lr 2e-3 and one PPO run are reported beside it.
 3. The table: per task, the base model, its own expert, and the three adaptation strategies (prompt-based
-   routing by the model itself, a classifier on hidden states, few-shot CEM over the experts), plus the mean
-   over the domains; "upper" is a held-out task with no expert. Also SVF vs LoRA rank 16 parameter counts
-   and RL steps/s.
+   routing by the model itself, a classifier on hidden states, few-shot CEM over the experts) on test prompts
+   no expert was trained on, plus the mean over the domains; "upper" has no expert. Also the shares of
+   correct / rival / other answers of base and experts, SVF vs LoRA rank 16 parameter counts and RL steps/s.
 """
 
 from __future__ import annotations
@@ -25,14 +30,17 @@ from jaxmodels.svf import SVFWrapper, select_matrices
 from training import hyformer as hyformer_cli
 from training import svf as svf_cli
 from training.svf_adapt import STRATEGIES, Adapter, evaluate_all, table
-from training.svf_tasks import DOMAINS, corpus
+from training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, DOMAINS, HELD_OUT, corpus, get_task, split
 from training.tokenizer import ByteTokenizer
 
 DEMO_CONFIG = dict(vocab_size=260, d_model=128, n_heads=4, n_layers=4, max_seq_len=64)
+PRETRAIN = dict(steps=1500, batch_size=32, seq_len=64, lr=3e-3, warmup_steps=50)
 LORA_RANK = 16
+DEMO_LR, OFFICIAL_LR = 1e-2, 2e-3
 
 
 def pretrain(work: Path, steps: int) -> Path:
+    """The base model: a Hyformer trained on the behaviour-selection corpus (45% rival answers)."""
     model_dir = work / "base" / "model"
     if (model_dir / "config.json").is_file():
         return model_dir
@@ -40,7 +48,8 @@ def pretrain(work: Path, steps: int) -> Path:
     atomic_write_text(work / "corpus.txt", corpus(20000, 0))
     HyformerConfig(**DEMO_CONFIG).to_json(work / "config.json")
     hyformer_cli.main(["--data", str(work / "corpus.txt"), "--config", str(work / "config.json"), "--steps",
-                       str(steps), "--batch-size", "32", "--seq-len", "64", "--lr", "3e-3", "--warmup-steps", "50",
+                       str(steps), "--batch-size", str(PRETRAIN["batch_size"]), "--seq-len", str(PRETRAIN["seq_len"]),
+                       "--lr", str(PRETRAIN["lr"]), "--warmup-steps", str(PRETRAIN["warmup_steps"]),
                        "--eval-every", str(steps), "--save-every", str(steps), "--out", str(work / "base"), "--force"])
     return model_dir
 
@@ -64,6 +73,20 @@ def param_counts(model) -> list[dict]:
     return rows
 
 
+def rl_runs(official: bool) -> list[tuple[str, str, str, list[str]]]:
+    """(domain, label, run name, extra CLI args): the table's experts (REINFORCE at the demo lr) first, then
+    the same at the official lr (if asked), then PPO (4 prompts x 4 samples = 16 rollouts per step)."""
+    runs = [(d, f"reinforce greedy, lr {DEMO_LR:g} (table)", f"{d}-reinforce", ["--lr", str(DEMO_LR)])
+            for d in DOMAINS]
+    if official:
+        runs += [(d, f"reinforce greedy, lr {OFFICIAL_LR:g} (official)", f"{d}-official",
+                  ["--lr", str(OFFICIAL_LR)]) for d in DOMAINS]
+    runs.append(("arith", f"ppo, 4 samples/prompt, T=1, 4 epochs, lr {DEMO_LR:g}", "arith-ppo",
+                 ["--lr", str(DEMO_LR), "--algo", "ppo", "--group-size", "4", "--temperature", "1.0", "--ppo-epochs",
+                  "4", "--kl-coef", "0.05", "--batch-size", "4"]))
+    return runs
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks svf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,51 +96,67 @@ def main(argv: list[str]) -> None:
     p.add_argument("--base", help="use this pretrained model directory instead of pretraining one")
     args = p.parse_args(argv)
     work = Path(args.work) / ("quick" if args.quick else "full")
-    pre_steps, rl_steps, n_test, shots, cem_iters = (60, 4, 8, 4, 1) if args.quick else (1000, 60, 64, 8, 4)
-
+    if args.quick:
+        pre_steps, rl_steps, n_test, shots, cem_iters = 60, 4, 8, 4, 1
+    else:
+        pre_steps, rl_steps, n_test, shots, cem_iters = PRETRAIN["steps"], 300, 64, 8, 4
+    t_start = time.perf_counter()
     model_dir = Path(args.base) if args.base else pretrain(work, pre_steps)
+    pretrain_s = time.perf_counter() - t_start
     experts, rl = {}, []
-    runs = [(d, "reinforce", []) for d in DOMAINS]
-    runs.append(("sort", "ppo", ["--group-size", "4", "--temperature", "1.0", "--ppo-epochs", "4", "--kl-coef",
-                                 "0.05", "--batch-size", "4"]))  # 16 rollouts per step, as REINFORCE
-    for domain, algo, extra in runs:
-        out = work / "experts" / f"{domain}-{algo}"
-        argv_train = ["--model", str(model_dir), "--task", domain, "--algo", algo, "--steps", str(rl_steps),
-                      "--batch-size", "16", "--n-train", "512", "--n-valid", str(32 if args.quick else 64),
-                      "--eval-every", str(max(rl_steps // 6, 1)), "--patience", "3", "--svd-cache",
-                      str(work / "svd"), "--out", str(out), "--force", *extra]
+    for domain, label, name, extra in rl_runs(official=not args.quick):
+        argv_train = ["--model", str(model_dir), "--task", domain, "--steps", str(rl_steps), "--batch-size", "16",
+                      "--n-train", "512", "--n-valid", str(32 if args.quick else 64),
+                      "--eval-every", str(max(rl_steps // 15, 1)), "--patience", "5", "--svd-cache",
+                      str(work / "svd"), "--out", str(work / "experts" / name), "--force", *extra]
         parser = argparse.ArgumentParser()
         svf_cli.add_train_args(parser)
         t0 = time.perf_counter()
         result = svf_cli.train(parser.parse_args(argv_train))
-        label = "reinforce (greedy)" if algo == "reinforce" else "ppo (4 samples/prompt, T=1, 4 epochs)"
-        rl.append({"domain": domain, "algo": label, "steps": result["steps_done"],
-                   "steps_per_s": result["steps_per_s"], "best_valid": result["best_valid"],
-                   "best_step": result["best_step"], "wall_s": time.perf_counter() - t0})
-        if algo == "reinforce":
-            experts[domain] = result["expert"]
+        rl.append({"domain": domain, "run": label, "steps": result["steps_done"], "steps_per_s": result["steps_per_s"],
+                   "best_valid": result["best_valid"], "best_step": result["best_step"],
+                   "wall_s": time.perf_counter() - t0, "expert": result["expert"]})
+        experts.setdefault(domain, result["expert"])  # the first run of each domain: the demo lr
 
     model = from_pretrained(model_dir)
     wrapper = SVFWrapper(model, cache_dir=work / "svd")
-    adapter = Adapter(wrapper, ByteTokenizer(), {d: wrapper.load(e, set_current=False) for d, e in experts.items()},
+    tokenizer = ByteTokenizer()
+    adapter = Adapter(wrapper, tokenizer, {d: wrapper.load(e, set_current=False) for d, e in experts.items()},
                       max_new_tokens=8, batch_size=16, prompt_len=13)
-    tasks = [*DOMAINS, "upper"]
+    tasks = [*DOMAINS, *HELD_OUT]
     t0 = time.perf_counter()
     results = evaluate_all(adapter, tasks, STRATEGIES, n_test=n_test, shots=shots, cem_iterations=cem_iters,
-                           classifier_train=64, template="{query}?domain ", classify_tokens=16)
+                           classifier_train=64, template=DEMO_CLASSIFY_TEMPLATE, classify_tokens=16)
     adapt_s = time.perf_counter() - t0
+    tests = {t: split(get_task(t), n_train=0, n_valid=0, n_test=n_test, seed=1)[2] for t in DOMAINS}
+    for row in rl:  # every run's expert on the same test prompts
+        z = wrapper.load(row.pop("expert"), set_current=False)
+        row["test"] = adapter.accuracy(wrapper.patch_weights(z), tests[row["domain"]])
+    behaviour = [{"task": t, "model": m, **adapter.behaviours(adapter.model(None if m == "base" else t), tests[t])}
+                 for t in DOMAINS for m in ("base", "expert")]
     rows = table(results, STRATEGIES)
+    every = {s: sum(results["per_task"][t][s] for t in tasks) / len(tasks) for s in STRATEGIES
+             if all(s in results["per_task"][t] for t in tasks)}
+    rows.append({"task": "all four (mean)", **every})
     counts = param_counts(model)
-    won = [t for t in DOMAINS if results["per_task"][t]["expert"] > results["per_task"][t]["base"]]
+    won = {t: results["per_task"][t]["expert"] - results["per_task"][t]["base"] for t in DOMAINS}
     notes = "\n\n".join([
-        f"Accuracy (greedy, exact match) on {n_test} test prompts per task; 'mixed (mean)' averages the three "
-        f"expert domains. Experts beat the base on their own domain for {len(won)} of {len(DOMAINS)} ({won}). "
-        f"Routing accuracy: {results['routing_accuracy']}. Adaptation evaluation took {adapt_s:.0f} s.",
-        "RL (16 rollouts per step, 8 new tokens; steps/s include rollouts, evaluation excluded; the experts "
-        "in the table are the REINFORCE ones):\n\n" + _md(rl),
-        f"Parameters: SVF z-vectors vs LoRA rank {LORA_RANK} on the same (MLP) matrices:\n\n" + _md(counts)])
+        f"Accuracy (greedy, exact match) on {n_test} test prompts per task, none of them seen in RL training "
+        f"(`training.svf_tasks.is_test_prompt`); 'mixed (mean)' averages the three expert domains, 'all four' adds "
+        f"upper (no expert: routed to 'others', i.e. the base weights). Expert minus base on its own domain: "
+        + ", ".join(f"{t} {v:+.3f}" for t, v in won.items()) + f". Routing accuracy: {results['routing_accuracy']}.",
+        "Answers of the base model and of each domain's expert on that domain's test prompts: correct, the rival "
+        "behaviour's answer (the corpus's distractor), or anything else:\n\n" + _md(behaviour),
+        f"RL (16 rollouts per step, 8 new tokens, at most {rl_steps} steps, validation every "
+        f"{max(rl_steps // 15, 1)} steps on {32 if args.quick else 64} prompts, early stop after 5 evaluations "
+        "without improvement, the best validation z kept; steps/s include rollouts, exclude evaluation and the "
+        "first compiling step; test = that expert on the test prompts above):\n\n" + _md(rl),
+        f"Parameters: SVF z-vectors vs LoRA rank {LORA_RANK} on the same (MLP) matrices:\n\n" + _md(counts),
+        f"Wall time: pretraining {pretrain_s:.0f} s (0 when reused), adaptation evaluation {adapt_s:.0f} s, "
+        f"everything {time.perf_counter() - t_start:.0f} s."])
     write_results("svf-quick" if args.quick else "svf",
-                  {"accuracy": results, "rl": rl, "param_counts": counts, "model": str(model_dir)},
+                  {"accuracy": results, "behaviour": behaviour, "rl": rl, "param_counts": counts,
+                   "model": str(model_dir), "pretrain": {**PRETRAIN, "steps": pre_steps, "config": DEMO_CONFIG}},
                   rows, notes=notes, columns=["task", *STRATEGIES])
 
 
