@@ -7,8 +7,8 @@
    and answers correctly only part of the time. Reused from --work.
 2. One SVF expert per domain with `training.svf train`: greedy REINFORCE with the official optimiser
    (Adam, gradient clip 1e-3) but lr 1e-2 instead of 2e-3 and up to 300 steps (the official runs take 200-2000
-   iterations; this keeps the demo within minutes), keeping the best validation z. One run at the official
-   lr 2e-3 and one PPO run are reported beside it.
+   iterations; this keeps the demo within minutes), keeping the best validation z. The same runs at the
+   official lr 2e-3 and one PPO run (arith) are reported beside them (not with --quick).
 3. The table: per task, the base model, its own expert, and the three adaptation strategies (prompt-based
    routing by the model itself, a classifier on hidden states, few-shot CEM over the experts) on test prompts
    no expert was trained on, plus the mean over the domains; "upper" has no expert. Also the shares of

@@ -9,7 +9,8 @@ from jaxmodels import Hyformer, HyformerConfig
 from jaxmodels.svf import SVFWrapper
 from training import svf as svf_cli
 from training.svf_adapt import Adapter
-from training.svf_tasks import get_task
+from training.svf_rl import rollout_with
+from training.svf_tasks import Example, exact_match, get_task
 from training.tokenizer import ByteTokenizer
 
 
@@ -38,6 +39,19 @@ def test_routes_and_others_fallback(adapter):
         adapter.routed_accuracy(examples, ["math", "sort", "sort"])
     train = get_task("sort").examples(6, 1) + get_task("reverse").examples(6, 1)
     assert set(adapter.classifier_routes(examples, train)) <= {"sort", "reverse"}
+
+
+def test_behaviours_sort_answers_into_correct_rival_other(adapter):
+    adapter, _ = adapter
+    prompts = get_task("sort").examples(3, 0)
+    said = [c.strip() for c in rollout_with(adapter.base, prompts, adapter.codec, exact_match).completions]
+    examples = [Example(prompts[0].prompt, said[0], "sort", "x"),  # the model's own answer is "correct"
+                Example(prompts[1].prompt, "x", "sort", said[1]),  # ... or the rival behaviour's
+                Example(prompts[2].prompt, "x", "sort", "y")]  # ... or neither
+    assert adapter.behaviours(adapter.base, examples) == pytest.approx({"correct": 1 / 3, "rival": 1 / 3,
+                                                                        "other": 1 / 3})
+    no_rival = [Example(prompts[1].prompt, "x", "upper", "")] * 5  # no distractor: never "rival"
+    assert adapter.behaviours(adapter.base, no_rival) == {"correct": 0.0, "rival": 0.0, "other": 1.0}
 
 
 def test_few_shot_cem_and_empty_set(adapter):
