@@ -135,7 +135,8 @@ def corpus_lines(n_per_task: int, seed: int, *, domains=DOMAINS, held_out=HELD_O
     Each task contributes n_per_task "prompt answer" lines; on an expert domain each line is answered by the
     distractor with probability distractor_share (when it differs from the answer). A share label_share of
     the prompts also gets a "? prompt \\boxed{name}" line ("others" for held-out tasks). Examples are
-    drawn with seed 10**6 + seed, so the demo's evaluation examples (small seeds) overlap them only by chance.
+    drawn with seed 10**6 + seed, apart from the demo's small seeds; arith has only ~3,200 prompts, though,
+    so most of its test prompts also occur in the corpus (with both answers): the base has seen them.
     """
     if not 0.0 <= distractor_share <= 1.0 or math.isnan(distractor_share):
         raise ValueError(f"distractor_share must lie in [0, 1], got {distractor_share}")
