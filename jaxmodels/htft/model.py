@@ -37,6 +37,28 @@ class StageSpec:
     block_size: int = 256
 
 
+def projection_flops(projector: ProjectionStack) -> int:
+    """Floating-point operations of one sample through a projector: CountSketch (a sign multiply and an add per raw
+    coordinate), per SRHT tile the sign multiply, the FWHT (P log2 P adds and subtracts) and the scaling of the kept
+    coordinates, then the block RMSNorm (square, sum, scale: 3 per output)."""
+    flops = 2 * projector.raw_dim if projector.countsketch is not None else 0
+    for p in projector.srht_params:
+        flops += p.tile_count * (p.padded_dim + p.padded_dim * int(np.log2(p.padded_dim))) + p.target_dim
+        flops += 3 * p.target_dim if p.block_size else 0
+    if projector.post_linear is not None:
+        flops += 2 * int(np.prod(projector.post_linear.shape))
+    return int(flops)
+
+
+def field_flops(model: HTFRModel, k: int | None = None) -> int:
+    """Floating-point operations of one prediction of a field with M tensors, D inputs, O outputs: the signed
+    distances to every tensor (2 M D + M), then the k selected tensors' weighted controls (2 * 3 k O). The two
+    top-k selections and the locality weights (O(M) comparisons, O(k) exponentials) are not counted."""
+    k = k or model.config.top_k
+    m, d, o = model.size, model.input_dim, model.output_dim
+    return int(2 * m * d + m + 6 * min(k, m) * o)
+
+
 def make_stage(spec: StageSpec, raw_dim: int, out_dim: int, seed: int) -> StageState:
     """A stage drawn from `seed`: CountSketch, SRHT, then the field's tensors (original draw order)."""
     rng = np.random.default_rng(seed)
@@ -111,6 +133,15 @@ class HypertensorFieldTransformer:
         emb = np.atleast_2d(self.stage1.model.predict(self.stage1.projector.project(context)))
         p2 = self.stage2.projector.project(np.concatenate([emb, np.atleast_2d(tail)], axis=1))
         return np.atleast_2d(np.asarray(self.stage2.model.predict(p2), np.float32))
+
+    def predict_flops(self) -> dict[str, int]:
+        """Floating-point operations of `predict` per sample, by part (projections and fields at their top_k; the
+        ContextBuilder's concatenation and n-gram hashing are memory work, not counted)."""
+        parts = {}
+        for name, stage in (("stage1", self.stage1), ("stage2", self.stage2)):
+            parts[f"{name}_projection"] = projection_flops(stage.projector)
+            parts[f"{name}_field"] = field_flops(stage.model)
+        return {**parts, "total": sum(parts.values())}
 
     def diagnostics(self) -> dict[str, dict]:
         """Each stage's field statistics (usage, unused tensors, queue length, relocations, ...)."""

@@ -72,3 +72,16 @@ def test_teacher_truncated_nll():
     nll = teacher_truncated_nll(logits, np.array([2]), np.array([1]))  # "other" = 0.7
     np.testing.assert_allclose(nll, -np.log([0.7]))
     np.testing.assert_allclose(teacher_truncated_nll(logits, np.array([2]), np.array([0])), -np.log([0.3]))
+
+
+def test_predict_flops_written_out():
+    """Stage 1: raw R = W*H + 32 + 2W -> CountSketch 128 -> SRHT 64 (one tile of P = 128); 19 tensors -> E.
+    Stage 2: E + L*H = 38 -> CountSketch 32 -> SRHT 16 (P = 32); 23 tensors -> C. top_k 4."""
+    model = make_model(ContextBuilderConfig(window_size=W, hidden_dim=H, hashed_dim=32, tail_tokens=L,
+                                            stage1_target_dim=E))
+    r = W * H + 32 + 2 * W
+    want = {"stage1_projection": 2 * r + (128 + 128 * 7) + 64 + 3 * 64,
+            "stage1_field": 2 * 19 * 64 + 19 + 6 * 4 * E,
+            "stage2_projection": 2 * (E + L * H) + (32 + 32 * 5) + 16 + 3 * 16,
+            "stage2_field": 2 * 23 * 16 + 23 + 6 * 4 * C}
+    assert model.predict_flops() == {**want, "total": sum(want.values())}
