@@ -57,19 +57,20 @@ def _run(cmd: list[str]) -> float:
 
 
 def train_teacher(work: Path, steps: list[str]) -> tuple[Path, dict]:
-    """A byte-level Hyformer trained here and exported to Hugging Face; reused when WORK/teacher_hf exists."""
-    run, hf = work / "teacher", work / "teacher_hf"
+    """A byte-level Hyformer trained here and exported to Hugging Face; reused (with its recorded timings) when
+    WORK/teacher_hf exists."""
+    run, hf, record = work / "teacher", work / "teacher_hf", work / "teacher_info.json"
     train = ["python", "-m", "training.hyformer", *TEACHER_ARGS, *steps, "--out", str(run)]
     export = ["jaxmodels-convert", "to-hf", str(run), str(hf)]
-    info = {"commands": [" ".join(train), " ".join(export)], "reused": hf.is_dir()}
-    if not hf.is_dir():
-        info["train_s"] = _run([sys.executable, *train[1:], "--force"])
-        info["export_s"] = _run([sys.executable, "-m", "interop.convert_cli", *export[1:]])
-    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x] \
-        if (run / "metrics.jsonl").is_file() else []
-    if evals:
-        info["teacher_eval_loss_own_split"] = evals[-1].get("loss")
-    return hf, info
+    if hf.is_dir() and record.is_file():
+        return hf, {**json.loads(record.read_text()), "reused": True}
+    info = {"commands": [" ".join(train), " ".join(export)],
+            "train_s": _run([sys.executable, *train[1:], "--force"]),
+            "export_s": _run([sys.executable, "-m", "interop.convert_cli", *export[1:], "--force"])}
+    evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    info["teacher_eval_loss_own_split"] = evals[-1]["loss"] if evals else None
+    record.write_text(json.dumps(info, indent=2) + "\n")
+    return hf, {**info, "reused": False}
 
 
 def heldout_corpus(work: Path) -> Path:
@@ -111,19 +112,20 @@ def teacher_flops_per_token(teacher, window: int) -> dict[str, int]:
 
 
 def measure(teacher, ckpt, windows, batch: int) -> dict[str, float]:
-    """Median seconds per call over the same `batch` held-out windows, alternating teacher and student."""
+    """Median seconds per call over the same `batch` held-out windows, alternating: the teacher's forward, the
+    student's context build (flattening, hashed n-grams, phases) and its prediction from built contexts."""
     from jaxmodels.htft import ContextBuilder
 
     builder = ContextBuilder(ckpt.context_config)
     tokens, hidden = windows.tokens[:batch], windows.hidden[:batch]
     rope = None if windows.rope is None else windows.rope[:batch]
-
-    def student():
-        b = builder.build(tokens, hidden, rope)
-        return ckpt.model.predict(b.context, b.tail)
-
-    times = time_alternating({"teacher": lambda: teacher.run(tokens, False), "student": student}, warmup=1, runs=5)
-    return {k: v["median"] for k, v in times.items()}
+    built = builder.build(tokens, hidden, rope)
+    times = time_alternating({"teacher": lambda: teacher.run(tokens, False),
+                              "student_build": lambda: builder.build(tokens, hidden, rope),
+                              "student_predict": lambda: ckpt.model.predict(built.context, built.tail)},
+                             warmup=1, runs=5)
+    out = {k: v["median"] for k, v in times.items()}
+    return {**out, "student": out["student_build"] + out["student_predict"]}
 
 
 def gap_closed(record: dict) -> float:
@@ -212,7 +214,8 @@ def main(argv: list[str]) -> None:
               "train s": r["seconds"]} for k, r in runs.items()]
     results = {"teacher": {"dir": str(teacher_dir), "tokenizer": tokenizer, **teacher_info, "flops": t_flops,
                            "seconds_per_batch": secs["teacher"]},
-               "student": {"flops": s_flops, "seconds_per_batch": secs["student"], "settings": htft_argv,
+               "student": {"flops": s_flops, "seconds_per_batch": {k: v for k, v in secs.items() if k != "teacher"},
+                           "settings": htft_argv,
                            "diagnostics": ckpt.metadata.get("diagnostics"), "phases": ckpt.metadata.get("phases")},
                "seeds": seeds, "timing_batch": batch, "window": w, "pipeline_s": pipeline_s, "metrics": metrics,
                "gap_closed_log_ppl": closed,
@@ -230,8 +233,9 @@ def main(argv: list[str]) -> None:
         f"teacher's final hidden states of the whole window, so end to end it costs the teacher plus itself.",
         f"Wall time per predicted token, median of 5 alternating runs on the same {batch} held-out windows: teacher "
         f"= one forward over the windows (hidden states of all {batch} x {w} positions) / ({batch} x {w}); student "
-        f"= context build + prediction for the {batch} windows / {batch}. Without a KV cache the teacher needs a "
-        f"whole window per prediction: {1e3 * secs['teacher'] / batch:.2f} ms.",
+        f"= (context build + prediction) for the {batch} windows / {batch}: "
+        f"{1e3 * secs['student_build'] / batch:.3f} + {1e3 * secs['student_predict'] / batch:.3f} ms. Without a KV "
+        f"cache the teacher needs a whole window per prediction: {1e3 * secs['teacher'] / batch:.2f} ms.",
         f"Pipeline for seed {seed} (teacher capture, cached for the other seeds; vocabulary; one training pass; "
         f"evaluations): {pipeline_s:.0f} s. Teacher: {teacher_info}.",
         "Student seeds (same teacher windows, same settings):\n\n" + markdown_table(seeds),
