@@ -1,6 +1,8 @@
 """`load_teacher`: the HTFT teacher behind `--model DIR` (and its tokenizer behind `--tokenizer`).
 
 DIR is one of:
+- a Hugging Face hub id (`google/gemma-3-270m`, the seed's default) that is not a local path: resolved to a local
+  snapshot by `huggingface_hub.snapshot_download` (the local cache first, then the hub, with `--hf-token`);
 - a Hugging Face causal LM directory (config.json, weights, tokenizer files) -> `HFTeacher` (transformers);
 - one of our checkpoint directories (config.json with `jaxmodels_version`, e.g. `runs/h1/model`) or a training run
   directory holding one in `model/` -> `FlaxTeacher` (`jaxmodels.from_pretrained`).
@@ -12,11 +14,38 @@ weights, else the one the training run recorded in run.json.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from interop.teacher import FlaxTeacher, HFTeacher, TeacherError, sha256_files
 
 BYTES = "bytes"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]  # config, weights, tokenizer files
+
+
+def resolve_model_dir(model: str, token: str | None = None, *, cache_dir: str | Path | None = None) -> Path:
+    """--model -> a local directory: the path itself, or the hub snapshot of a hub id (cached copy first)."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    if path.exists() or not _HUB_ID.match(model):
+        raise TeacherError(f"--model {model}: no such directory; expected a Hugging Face model directory or hub id, "
+                           f"or one of ours (a jaxmodels checkpoint or training run directory)")
+    from huggingface_hub import snapshot_download
+
+    kw = dict(repo_id=model, token=token, cache_dir=cache_dir, allow_patterns=_HUB_FILES)
+    try:
+        return Path(snapshot_download(local_files_only=True, **kw))
+    except Exception:  # noqa: BLE001 - not in the local cache: try the hub below
+        pass
+    try:
+        return Path(snapshot_download(**kw))
+    except Exception as err:  # noqa: BLE001 - offline, gated, unknown repo: one clear line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TeacherError(f"--model {model}: not a local directory, and the Hugging Face hub snapshot could not be "
+                           f"fetched ({type(err).__name__}: {first}); pass --hf-token for gated models, or a local "
+                           f"directory") from None
 
 
 def load_tokenizer_arg(value: str | None):
@@ -89,12 +118,9 @@ def load_flax_teacher(model_dir: Path, tokenizer=None, *, name: str | None = Non
     return FlaxTeacher(model, tokenizer, name=name or str(model_dir), fingerprint=fingerprint)
 
 
-def load_teacher(model: str, tokenizer: str | None = None):
-    """--model DIR and --tokenizer (None, "bytes" or a directory) -> HFTeacher or FlaxTeacher."""
-    path = Path(model)
-    if not path.is_dir():
-        raise TeacherError(f"--model {model}: no such directory; expected a Hugging Face model directory or one of "
-                           f"ours (a jaxmodels checkpoint or training run directory)")
+def load_teacher(model: str, tokenizer: str | None = None, *, hf_token: str | None = None):
+    """--model (a directory or hub id), --tokenizer (None, "bytes" or a directory) -> HFTeacher or FlaxTeacher."""
+    path = resolve_model_dir(model, hf_token)
     tok = load_tokenizer_arg(tokenizer)
     native = native_model_dir(path)
     if native is not None:

@@ -46,13 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.htft", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("teacher and data")
-    d.add_argument("--model", required=True, help="a Hugging Face causal LM directory (config, weights, tokenizer), "
+    d.add_argument("--model", required=True, help="a Hugging Face causal LM directory or hub id (e.g. google/gemma-3-270m; "
+                                                  "the local cache first, then the hub), "
                                                   "or ours: a jaxmodels checkpoint or training run directory")
     d.add_argument("--tokenizer", metavar="DIR|bytes", help="the teacher's tokenizer when its directory has none: a "
                                                            "directory with tokenizer.json, or 'bytes' (byte-level); "
                                                            "default: the model directory's own, or the one its "
                                                            "training run recorded")
-    d.add_argument("--hf-token", help="accepted for the seed's interface; models are read from local directories")
+    d.add_argument("--hf-token", default=None,
+                   help="Hugging Face token for a hub --model that needs one (gated models); default: HF_TOKEN or the saved login")
     d.add_argument("--data", nargs="+", metavar="PATH", help="local text files or globs")
     d.add_argument("--dataset", help="a Hugging Face dataset with train and validation splits: a hub name (needs "
                                      "network) or a local directory of data files (e.g. train.jsonl, validation.jsonl "
@@ -163,7 +165,7 @@ def run(args) -> dict:
     """Runs the whole pipeline; returns the last metrics record."""
     metrics_path = Path(args.metrics_path or Path(args.output).with_suffix(".jsonl"))
     resumed = _check_output(args, metrics_path)
-    teacher = load_teacher(args.model, args.tokenizer)
+    teacher = load_teacher(args.model, args.tokenizer, hf_token=args.hf_token)
     train_stream, eval_stream = _streams(args, teacher)
     cache = Path(args.cache_dir) if args.cache_dir else Path(args.output).parent / "teacher_cache"
     t0 = time.perf_counter()
