@@ -10,6 +10,7 @@ expert's z apply unchanged: W' = U diag(S sigmoid(z)) V^T * (sum S / sum(S sigmo
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -46,24 +47,33 @@ def svf_compose(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def apply_expert(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Patches model's weights with the expert at `path`; returns {parameter name: original weight} so that
-    `restore_weights(model, originals)` puts the base weights back. Refuses an expert made for another model."""
+def patched_weights(params: dict[str, torch.nn.Parameter], path: str | os.PathLike, *,
+                    target: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yields (parameter name, W'(z)) for every matrix of the expert at `path`, one at a time, after checking the
+    whole expert against `params` (names under the known prefixes, shapes, ranks; `target` names the model in
+    errors). Raises ExpertMismatchError listing the differences; nothing is yielded then."""
     z, manifest = read_expert(path)
-    params = dict(model.named_parameters())
     mapping = resolve_names(sorted(z), params)
     if mapping is None:
         found = sorted(n for n in params if n.endswith(".weight"))[:4]
-        raise ExpertMismatchError(f"SVF expert {path} does not fit {type(model).__name__}: its parameter names "
+        raise ExpertMismatchError(f"SVF expert {path} does not fit {target}: its parameter names "
                                   f"(e.g. {sorted(z)[:2]}) are not in the model, even under the prefixes "
                                   f"{[p for p in _PREFIXES if p]} (the model has e.g. {found})")
-    expected = {name: (tuple(params[target].shape), min(params[target].shape)) for name, target in mapping.items()}
-    check_fits(path, z, manifest, expected, model_type=None, target=type(model).__name__)
+    expected = {name: (tuple(params[t].shape), min(params[t].shape)) for name, t in mapping.items()}
+    check_fits(path, z, manifest, expected, model_type=None, target=target)
+    for name, t in mapping.items():
+        yield t, svf_compose(params[t], torch.from_numpy(np.asarray(z[name])))
+
+
+@torch.no_grad()
+def apply_expert(model: torch.nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Patches model's weights with the expert at `path`; returns {parameter name: original weight} so that
+    `restore_weights(model, originals)` puts the base weights back. Refuses an expert made for another model."""
+    params = dict(model.named_parameters())
     originals = {}
-    for name, target in mapping.items():
-        param = params[target]
-        originals[target] = param.detach().clone()
-        param.copy_(svf_compose(param, torch.from_numpy(np.asarray(z[name]))))
+    for name, weight in patched_weights(params, path, target=type(model).__name__):
+        originals[name] = params[name].detach().clone()
+        params[name].copy_(weight)
     return originals
 
 

@@ -3,8 +3,8 @@
 An expert (written by `jaxmodels.svf`, keyed by a Qwen2 / Llama CausalLM's Hugging Face names such as
 "model.layers.0.mlp.gate_proj.weight") patches the language model's matrices: W' = U diag(S sigmoid(z)) V^T
 * (sum S / sum(S sigmoid(z))), composed in float64 (`interop.svf_torch.svf_compose`). The patched matrices are
-computed when the expert is loaded and kept in memory (one copy of the selected matrices per expert), so that
-switching experts between requests is two tensor copies per matrix, not an SVD. LoRA adapters stay composable:
+computed when the expert is loaded and kept in memory (one copy of the selected matrices per expert); a request
+swaps them into the parameters' storage and back (no copy, no SVD per request). LoRA adapters stay composable:
 peft wraps an adapted Linear as `<name>.base_layer`, and the expert patches that base weight, under the adapter.
 """
 
@@ -14,11 +14,9 @@ import contextlib
 import os
 import re
 
-import numpy as np
 import torch
 
-from interop.svf_torch import resolve_names, svf_compose
-from jaxmodels.svf.expert import check_fits, read_expert
+from interop.svf_torch import patched_weights
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -55,19 +53,10 @@ class ExpertBank:
                              "delete_expert it first or choose another name")
         if self.current is not None:
             raise RuntimeError(f"expert {self.current!r} is applied; load experts between requests")
-        z, manifest = read_expert(path)
-        params = self._params()
-        mapping = resolve_names(sorted(z), params)
-        if mapping is None:
-            raise ValueError(f"SVF expert {path} does not fit this model: its names (e.g. {sorted(z)[:2]}) are not "
-                             f"parameters of the language model (e.g. {sorted(params)[:2]})")
-        expected = {k: (tuple(params[t].shape), min(params[t].shape)) for k, t in mapping.items()}
-        check_fits(path, z, manifest, expected, model_type=None, target=type(self.model).__name__)
-        with torch.no_grad():
-            self._patched[name] = {t: svf_compose(params[t], torch.from_numpy(np.asarray(z[k])))
-                                   for k, t in mapping.items()}
+        patched = dict(patched_weights(self._params(), path, target=type(self.model).__name__))
+        self._patched[name] = patched
         self._paths[name] = os.fspath(path)
-        return {"matrices": len(mapping), "z": int(sum(np.asarray(v).size for v in z.values()))}
+        return {"matrices": len(patched), "z": sum(min(w.shape) for w in patched.values())}
 
     def delete(self, name: str) -> None:
         self.check(name)
@@ -83,16 +72,13 @@ class ExpertBank:
             return
         self.check(name)
         params = self._params()
-        patched = self._patched[name]
-        with torch.no_grad():
-            originals = {t: params[t].detach().clone() for t in patched}
-            for t, w in patched.items():
-                params[t].copy_(w)
+        originals = {t: params[t].data for t in self._patched[name]}
+        for t, w in self._patched[name].items():
+            params[t].data = w
         self.current = name
         try:
             yield
         finally:
-            with torch.no_grad():
-                for t, w in originals.items():
-                    params[t].copy_(w)
+            for t, w in originals.items():
+                params[t].data = w
             self.current = None
