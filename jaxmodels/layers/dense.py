@@ -38,13 +38,18 @@ def _matmul_fwd(x, w):
     return matmul(x, w), (x, w)
 
 
-def _matmul_bwd(res, dy):
-    x, w = res
-    dx = jnp.einsum("...o,io->...i", dy, w)
+def _dense_bwd(x: jax.Array, w: jax.Array, dy: jax.Array, *, transposed: bool) -> tuple[jax.Array, jax.Array]:
+    """(dx, dw) of `x @ w` (w [I, O]) or, `transposed`, of `x @ w.T` (w [O, I]): the weight gradient
+    `x^T dy` [I, O] or `dy^T x` [O, I] through `_canonical_weight_grad`."""
+    dx = jnp.einsum("...o,oi->...i" if transposed else "...o,io->...i", dy, w)
     x2 = x.reshape(-1, x.shape[-1])
     dy2 = dy.reshape(-1, dy.shape[-1])
-    dw = _canonical_weight_grad(x2, dy2).astype(w.dtype)
-    return dx.astype(x.dtype), dw
+    dw = _canonical_weight_grad(dy2, x2) if transposed else _canonical_weight_grad(x2, dy2)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+def _matmul_bwd(res, dy):
+    return _dense_bwd(*res, dy, transposed=False)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
@@ -67,7 +72,7 @@ def _affine_fwd(x, w, b):
 def _affine_bwd(res, dy):
     x, w, b = res
     dy2 = dy.reshape(-1, dy.shape[-1])
-    dx, dw = _matmul_bwd((x, w), dy2)
+    dx, dw = _dense_bwd(x, w, dy2, transposed=False)
     return dx.reshape(x.shape), dw, jnp.sum(dy2, axis=0).astype(b.dtype)
 
 
@@ -85,12 +90,7 @@ def _matmul_t_fwd(x, w):
 
 
 def _matmul_t_bwd(res, dy):
-    x, w = res
-    dx = jnp.einsum("...o,oi->...i", dy, w)
-    x2 = x.reshape(-1, x.shape[-1])
-    dy2 = dy.reshape(-1, dy.shape[-1])
-    dw = _canonical_weight_grad(dy2, x2).astype(w.dtype)  # [O, I]
-    return dx.astype(x.dtype), dw
+    return _dense_bwd(*res, dy, transposed=True)
 
 
 matmul_t.defvjp(_matmul_t_fwd, _matmul_t_bwd)
