@@ -106,7 +106,7 @@ class HypertensorFieldTransformer:
 
         train=True applies the online rule of each field (mse for Stage 1, cross-entropy for Stage 2); in
         sequential mode a batch gives exactly what the original's one-sample loop gives, because Stage 1's updates
-        never depend on Stage 2. train=False only predicts (top_k).
+        never depend on Stage 2. train=False only predicts (top_k); target_token and stage1_target are then unused.
         """
         context, tail = np.atleast_2d(np.asarray(context, np.float32)), np.atleast_2d(np.asarray(tail, np.float32))
         if tail.shape[1] != self.tail_dim or tail.shape[0] != context.shape[0]:
@@ -120,19 +120,16 @@ class HypertensorFieldTransformer:
             emb = self.stage1.model.predict(p1)
         emb = np.atleast_2d(np.asarray(emb, np.float32))  # [N, E]
         p2 = self.stage2.projector.project(np.concatenate([emb, tail], axis=1))  # [N, D2]
-        labels = np.asarray(target_token, np.int64).reshape(-1)
         if train:
+            labels = np.asarray(target_token, np.int64).reshape(-1)
             logits = self.stage2.model.predict_and_update(p2, labels, loss="logits_ce", mode=mode)
         else:
             logits = self.stage2.model.predict(p2)
         return np.atleast_2d(np.asarray(logits, np.float32)), emb
 
     def predict(self, context, tail) -> np.ndarray:
-        """Inference: context [N, R], tail [N, L*H] -> truncated logits [N, C]."""
-        context = np.atleast_2d(np.asarray(context, np.float32))
-        emb = np.atleast_2d(self.stage1.model.predict(self.stage1.projector.project(context)))
-        p2 = self.stage2.projector.project(np.concatenate([emb, np.atleast_2d(tail)], axis=1))
-        return np.atleast_2d(np.asarray(self.stage2.model.predict(p2), np.float32))
+        """Inference: context [N, R], tail [N, L*H] -> truncated logits [N, C] (`step` without updates)."""
+        return self.step(context, tail, None, None, train=False)[0]
 
     def predict_flops(self) -> dict[str, int]:
         """Floating-point operations of `predict` per sample, by part (projections and fields at their top_k; the
