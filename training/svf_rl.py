@@ -131,6 +131,8 @@ class SVFPolicy:
         self.logprobs = logprobs
         self._logprobs = jax.jit(logprobs)
         self._ref_logprobs = jax.jit(lambda frozen, tokens, mask: logprobs(None, frozen, tokens, mask)[0])
+        # PPO's old log-probs need the chosen tokens' [B, S-1] only, not the whole [B, S-1, V] log-softmax
+        self._chosen_logprobs = jax.jit(lambda z, frozen, tokens, mask: logprobs(z, frozen, tokens, mask)[1])
 
     def z_list(self, z: dict | None = None) -> list[jax.Array]:
         z = self.wrapper.z_vectors if z is None else z
@@ -185,7 +187,7 @@ class SVFPolicy:
             batch["rewards"] = jnp.asarray(rollout.rewards)
         else:
             batch["advantages"] = group_advantages(jnp.asarray(rollout.rewards), group_size)
-            batch["old_logp"] = self._logprobs(z, self.frozen, batch["tokens"], batch["attention_mask"])[1]
+            batch["old_logp"] = self._chosen_logprobs(z, self.frozen, batch["tokens"], batch["attention_mask"])
         return batch
 
     def accuracy(self, z, examples: Sequence[Example], codec: PromptCodec, reward_fn, *, batch_size: int) -> float:
