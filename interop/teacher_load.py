@@ -52,12 +52,10 @@ def load_tokenizer_arg(value: str | None):
     """--tokenizer: None, "bytes" or a directory holding tokenizer.json -> None or a training.tokenizer object."""
     if value is None:
         return None
-    from training.tokenizer import ByteTokenizer, HFTokenizer
+    from training.tokenizer import load_tokenizer
 
-    if value == BYTES:
-        return ByteTokenizer()
     try:
-        return HFTokenizer(value)
+        return load_tokenizer(None if value == BYTES else value)  # None there: the byte-level tokenizer
     except (FileNotFoundError, ValueError, OSError) as err:
         raise TeacherError(f"--tokenizer {value}: {err}; expected 'bytes' or a directory with tokenizer.json") from err
 
