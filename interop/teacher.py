@@ -18,7 +18,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -278,8 +277,7 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
         arrays = {"tokens": windows.tokens, "hidden": hidden, "targets": targets}
         if logits is not None:
             arrays["logits"] = logits
-        os.makedirs(path.parent, exist_ok=True)
-        with atomic_open(path, "wb") as f:
+        with atomic_open(path, "wb") as f:  # creates cache_dir when missing
             np.savez(f, **arrays)
     return windows, False
 
