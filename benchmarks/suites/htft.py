@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import markdown_table, time_alternating, write_results
+from jaxmodels.io import atomic_write_text
 
 IN_ALL = False  # trains a teacher (about 15 min on 2 shared cores) unless --teacher is given
 
@@ -69,7 +70,7 @@ def train_teacher(work: Path, steps: list[str]) -> tuple[Path, dict]:
             "export_s": _run([sys.executable, "-m", "interop.convert_cli", *export[1:], "--force"])}
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     info["teacher_eval_loss_own_split"] = evals[-1]["loss"] if evals else None
-    record.write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(record, json.dumps(info, indent=2) + "\n")
     return hf, {**info, "reused": False}
 
 
@@ -80,7 +81,7 @@ def heldout_corpus(work: Path) -> Path:
     path = work / "heldout.txt"
     if not path.is_file():
         docs = load_documents()
-        path.write_text("\n\n".join(docs[19::20]))
+        atomic_write_text(path, "\n\n".join(docs[19::20]))  # never a half-written file that is_file() reuses
     return path
 
 
@@ -174,12 +175,10 @@ def main(argv: list[str]) -> None:
         hargs = htft.build_parser().parse_args([*htft_argv, "--output", str(out), "--seed", str(seed)])
         t0 = time.perf_counter()
         htft.run(hargs)
-        runs[seed] = {"seconds": time.perf_counter() - t0, "checkpoint": out,
+        runs[seed] = {"seconds": time.perf_counter() - t0, "checkpoint": out, "args": hargs,
                       "metrics": [json.loads(x) for x in out.with_suffix(".jsonl").read_text().splitlines()]}
     seed = args.seeds[0]
-    hargs = htft.build_parser().parse_args([*htft_argv, "--output", str(runs[seed]["checkpoint"]), "--seed",
-                                            str(seed)])
-    metrics, pipeline_s = runs[seed]["metrics"], runs[seed]["seconds"]
+    hargs, metrics, pipeline_s = runs[seed]["args"], runs[seed]["metrics"], runs[seed]["seconds"]
     last = metrics[-1]
 
     teacher = load_teacher(str(teacher_dir), tokenizer)
