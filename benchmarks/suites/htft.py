@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.harness import markdown_table, time_alternating, write_results
+from benchmarks.suites import htft_summary
 from jaxmodels.io import atomic_write_text
 
 IN_ALL = False  # trains a teacher (about 15 min on 2 shared cores) unless --teacher is given
@@ -130,9 +131,8 @@ def measure(teacher, ckpt, windows, batch: int) -> dict[str, float]:
 
 
 def gap_closed(record: dict) -> float:
-    """(unigram - student) / (unigram - teacher) in nats per token; NaN when the teacher does not beat the unigram."""
-    u, s, t = (math.log(record[k]) for k in ("unigram_ppl", "eval_ppl", "teacher_ppl"))
-    return (u - s) / (u - t) if u > t else float("nan")
+    """htft_summary.gap_closed of an evaluation record (its eval_ppl as the student's)."""
+    return htft_summary.gap_closed(record["unigram_ppl"], record["eval_ppl"], record["teacher_ppl"])
 
 
 def main(argv: list[str]) -> None:

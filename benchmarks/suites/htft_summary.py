@@ -54,8 +54,14 @@ def summarise(rows: list[dict]) -> dict:
     if unigram:
         out["unigram_ppl"] = unigram
     if teacher and unigram and unigram > teacher:  # only meaningful when the teacher beats the unigram
-        out["gap_closed"] = (math.log(unigram) - math.log(best["eval_ppl"])) / (math.log(unigram) - math.log(teacher))
+        out["gap_closed"] = gap_closed(unigram, best["eval_ppl"], teacher)
     return out
+
+
+def gap_closed(unigram_ppl: float, student_ppl: float, teacher_ppl: float) -> float:
+    """(unigram - student) / (unigram - teacher) in nats per token; NaN when the teacher does not beat the unigram."""
+    u, s, t = math.log(unigram_ppl), math.log(student_ppl), math.log(teacher_ppl)
+    return (u - s) / (u - t) if u > t else float("nan")
 
 
 def table(named: list[tuple[str, dict]]) -> str:
