@@ -63,8 +63,9 @@ class PromptCodec:
         gen = tokens[:, self.prompt_len:]
         mask = np.zeros_like(tokens)
         texts = []
+        eos = -1 if self.tokenizer.eos_id is None else self.tokenizer.eos_id  # eos_id 0 is a real id
         for i, row in enumerate(gen):
-            stops = np.flatnonzero((row == self.stop_id) | (row == (self.tokenizer.eos_id or -1)))
+            stops = np.flatnonzero((row == self.stop_id) | (row == eos))
             end = int(stops[0]) + 1 if len(stops) else len(row)
             mask[i, self.prompt_len:self.prompt_len + end] = 1
             texts.append(self.tokenizer.decode(row[:end - 1 if len(stops) else end]))
