@@ -129,11 +129,10 @@ def plain_autodiff():
     """While tracing: the layers' custom VJPs replaced by their plain formulations (the ablation)."""
     saved = (linear_layers.matmul, linear_layers.matmul_t, linear_layers.affine, attention_layers.attention_core,
              mlp_layers.swiglu)
-    linear_layers.matmul = lambda x, w: jnp.einsum("...i,io->...o", x, w)
-    linear_layers.matmul_t = lambda x, w: jnp.einsum("...i,oi->...o", x, w)
-    linear_layers.affine = lambda x, w, b: jnp.einsum("...i,io->...o", x, w) + b
-    attention_layers.attention_core = reference_attention
-    mlp_layers.swiglu = lambda gate_up: jax.nn.silu(gate_up[..., 0]) * gate_up[..., 1]
+    # a custom_vjp's `fun` is its undecorated forward, which JAX then differentiates itself
+    linear_layers.matmul, linear_layers.matmul_t, linear_layers.affine = (f.fun for f in saved[:3])
+    attention_layers.attention_core = reference_attention  # a select mask, not the core's additive one
+    mlp_layers.swiglu = saved[4].fun
     try:
         yield
     finally:
@@ -164,18 +163,29 @@ def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = 
         return nnx.merge(graphdef, p)(x, "lm").logits
 
     with plain_autodiff() if ablate else contextlib.nullcontext():  # tracing happens on the first calls
-        t0 = time.perf_counter()
-        first_loss = float(block(train()))
-        train_compile = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        block(logits(fwd_params, batch))
-        forward_compile = time.perf_counter() - t0
-    return {"train": train, "forward": lambda: logits(fwd_params, batch), "first_loss": first_loss,
+        return first_calls(train, lambda: logits(fwd_params, batch))
+
+
+def first_calls(train, forward) -> dict:
+    """A side's functions, with the first training loss and the time of each function's first call
+    (which compiles, for the jitted and torch.compiled sides)."""
+    t0 = time.perf_counter()
+    first_loss = float(block(train()))
+    train_compile = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    block(forward())
+    forward_compile = time.perf_counter() - t0
+    return {"train": train, "forward": forward, "first_loss": first_loss,
             "compile_s": {"train": train_compile, "forward": forward_compile}}
 
 
-def torch_functions(model, run, opt, batch, *, autocast_bf16: bool = False) -> dict:
-    """A training step (AdamW, clipped) and a no-grad forward of a PyTorch causal LM; times their first calls."""
+def torch_functions(model, run, batch, *, fused_adamw: bool = False, autocast_bf16: bool = False) -> dict:
+    """A training step (AdamW, clipped) and a no-grad forward of a PyTorch causal LM; times their first calls.
+
+    `run` is the model or its torch.compile; AdamW is torch's default (one tensor at a time) or `fused_adamw`.
+    """
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY,
+                            fused=True if fused_adamw else None)
 
     def autocast():
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_bf16)
@@ -193,14 +203,7 @@ def torch_functions(model, run, opt, batch, *, autocast_bf16: bool = False) -> d
         with torch.no_grad(), autocast():
             return run(input_ids=batch).logits
 
-    t0 = time.perf_counter()
-    first_loss = float(train())
-    train_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    forward()
-    forward_compile = time.perf_counter() - t0
-    return {"train": train, "forward": forward, "first_loss": first_loss,
-            "compile_s": {"train": train_compile, "forward": forward_compile}}
+    return first_calls(train, forward)
 
 
 def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool, autocast_bf16: bool = False) -> dict:
@@ -212,10 +215,9 @@ def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool
                          num_attention_heads=N_HEADS, num_key_value_heads=N_HEADS, max_position_embeddings=SEQ_LEN,
                          mlp_bias=True, attention_bias=False, tie_word_embeddings=True)
     model = LlamaForCausalLM(config).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY,
-                            fused=True if fused_adamw else None)
     run = torch.compile(model) if compiled else model
-    return torch_functions(model, run, opt, torch.from_numpy(ids).long(), autocast_bf16=autocast_bf16)
+    return torch_functions(model, run, torch.from_numpy(ids).long(), fused_adamw=fused_adamw,
+                           autocast_bf16=autocast_bf16)
 
 
 def twin_side(vocab: int, ids: np.ndarray) -> dict:
@@ -236,8 +238,7 @@ def twin_side(vocab: int, ids: np.ndarray) -> dict:
         state[name] = torch.from_numpy(np.array(transform.to_hf(np.asarray(value)), order="C"))
     model.load_state_dict(state, strict=False)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
-    return torch_functions(model, model, opt, torch.from_numpy(ids).long())
+    return torch_functions(model, model, torch.from_numpy(ids).long())
 
 
 def compare(case: str, what: str, flops: float, peak: float, sides: dict[str, dict], runs: int) -> list[dict]:
