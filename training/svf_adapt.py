@@ -22,7 +22,8 @@ from flax import nnx
 from jaxmodels.io import atomic_write_text
 from jaxmodels.svf import (OTHERS, HiddenStateClassifier, SVFWrapper, compute_cem_interpolation, parse_boxed,
                            pooled_features, select_expert)
-from training.svf_rl import PromptCodec, accuracy_with, rollout_with
+from training.svf_losses import token_logprobs
+from training.svf_rl import PromptCodec, accuracy_with, fixed_batches, rollout_with
 from training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, Example, exact_match, get_task, split
 
 STRATEGIES = ("base", "expert", "prompt", "classifier", "few-shot")
@@ -31,9 +32,7 @@ STRATEGIES = ("base", "expert", "prompt", "classifier", "few-shot")
 @partial(jax.jit, static_argnums=0)
 def _answer_loglik(graphdef, state, tokens, attention, answer_mask):
     """Mean log-likelihood per answer token [B] of tokens [B, S] under the model; answer_mask marks them."""
-    logits = nnx.merge(graphdef, state)(tokens, attention_mask=attention).logits
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    chosen = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    _, chosen = token_logprobs(nnx.merge(graphdef, state)(tokens, attention_mask=attention).logits, tokens)
     m = answer_mask[:, 1:].astype(jnp.float32)
     return jnp.sum(chosen * m, axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
 
@@ -64,10 +63,8 @@ class Adapter:
     def behaviours(self, model, examples: Sequence[Example]) -> dict[str, float]:
         """Shares of greedy answers that are correct, the rival behaviour's (Example.distractor), or neither."""
         counts = {"correct": 0, "rival": 0, "other": 0}
-        for i in range(0, len(examples), self.batch_size):
-            chunk = list(examples[i:i + self.batch_size])
-            n = len(chunk)
-            out = rollout_with(model, chunk + [chunk[-1]] * (self.batch_size - n), self.codec, exact_match)
+        for chunk, n in fixed_batches(examples, self.batch_size):
+            out = rollout_with(model, chunk, self.codec, exact_match)
             for ex, text in zip(chunk, out.completions[:n]):
                 answer = text.split("\n", 1)[0].strip()
                 rival = bool(ex.distractor) and answer == ex.distractor
@@ -89,10 +86,7 @@ class Adapter:
         prompts = [Example(template.format(labels=", ".join(self.names), query=e.prompt), "", "") for e in examples]
         codec = PromptCodec.for_examples(self.tokenizer, prompts, max_new_tokens)
         routes = []
-        for i in range(0, len(prompts), self.batch_size):
-            chunk = prompts[i:i + self.batch_size]
-            n = len(chunk)
-            chunk = chunk + [chunk[-1]] * (self.batch_size - n)
+        for chunk, n in fixed_batches(prompts, self.batch_size):
             out = rollout_with(self.base, chunk, codec, lambda c, a: 0.0)
             routes += [parse_boxed(text, self.names) for text in out.completions[:n]]
         return routes

@@ -95,15 +95,20 @@ def rollout_with(model, examples: Sequence[Example], codec: PromptCodec, reward_
     return Rollout(tokens, attention, response_mask, texts, rewards)
 
 
+def fixed_batches(examples: Sequence, batch_size: int):
+    """Yields (chunk, n): batches of batch_size, the last one padded by repeating its last item (one compiled
+    shape for generate); only the first n items of a chunk are real."""
+    for i in range(0, len(examples), batch_size):
+        chunk = list(examples[i:i + batch_size])
+        yield chunk + [chunk[-1]] * (batch_size - len(chunk)), len(chunk)
+
+
 def accuracy_with(model, examples: Sequence[Example], codec: PromptCodec, reward_fn, *, batch_size: int) -> float:
     """Fraction of examples answered with a positive reward, greedy, in fixed-size batches."""
     if not examples:
         raise ValueError("no examples to evaluate")
     hits = 0.0
-    for i in range(0, len(examples), batch_size):
-        chunk = list(examples[i:i + batch_size])
-        n = len(chunk)
-        chunk += [chunk[-1]] * (batch_size - n)  # one compiled shape
+    for chunk, n in fixed_batches(examples, batch_size):
         hits += float(np.sum(rollout_with(model, chunk, codec, reward_fn).rewards[:n] > 0))
     return hits / len(examples)
 
