@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import time_alternating, write_results
+from benchmarks.harness import time_alternating, time_fn, write_results
 
 IN_ALL = False  # needs torchvision (see docs/qwen_vl.md); run it by name
 
@@ -26,8 +26,6 @@ IN_ALL = False  # needs torchvision (see docs/qwen_vl.md); run it by name
 def _async_rows(llm, prompt: str, n: int, new: int, runs: int, rows: list[dict]) -> dict:
     """n concurrent greedy generate_async calls, coalesced into batches vs one model call each."""
     import asyncio
-
-    from benchmarks.harness import time_fn
 
     prompts = [f"{prompt} ({k})" for k in range(n)]
 
@@ -73,7 +71,8 @@ def main(argv: list[str]) -> None:
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         path = build_tiny(Path(tmp) / "model", **sizes)
-        for attn in available_attn_implementations(device):
+        attn_implementations = available_attn_implementations(device)
+        for attn in attn_implementations:
             llm = OnlineLLM(path, temperature=0.0, max_tokens=new, attn_implementation=attn, lora_rank=8,
                             lora_alpha=16, max_pixels=112 * 112)
             llm.learn("Hi", "there", lora_adapter="bench", steps=1, lr=1e-4)
@@ -103,7 +102,7 @@ def main(argv: list[str]) -> None:
                     results[f"{attn}/{'image' if with_image else 'text'}/{'lora' if lora else 'base'}"] = {
                         **row, "timings": t}
                     print(row, flush=True)
-            if attn == available_attn_implementations(device)[0]:
+            if attn == attn_implementations[0]:
                 results["async"] = _async_rows(llm, prompt, batch * 2, new, runs, rows)
     suite = "qwen-vl-quick" if args.quick else "qwen-vl"
     write_results(suite, results, rows,
