@@ -12,7 +12,6 @@ dataset's train and validation splits are used (a hub name, or a local directory
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -204,10 +203,7 @@ def run(args) -> dict:
     try:
         while step < n:
             hi = min(n, (step // every + 1) * every)
-            sl = slice(step, hi)
-            part = dataclasses.replace(train_b, context=train_b.context[sl], tail=train_b.tail[sl],
-                                       stage1_target=train_b.stage1_target[sl])
-            tr = trainer.train(part, train_y[sl], on_chunk=bar.update)
+            tr = trainer.train(train_b[step:hi], train_y[step:hi], on_chunk=bar.update)
             ev = trainer.evaluate(eval_b, eval_y)
             step = hi
             record = {"step": step, "train_loss": tr["loss"], "train_ppl": tr["ppl"], "eval_loss": ev["loss"],

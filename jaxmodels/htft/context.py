@@ -92,6 +92,10 @@ class ContextBatch:
     tail: np.ndarray
     stage1_target: np.ndarray
 
+    def __getitem__(self, rows) -> "ContextBatch":
+        """The same rows (a slice or index array) of all three arrays."""
+        return ContextBatch(self.context[rows], self.tail[rows], self.stage1_target[rows])
+
 
 class ContextBuilder:
     """Builds the HTFT inputs from teacher windows; the target projection is drawn from `config.seed`."""

@@ -61,10 +61,10 @@ class HTFTTrainer:
         start = time.perf_counter()
         for lo in range(0, n, self.chunk):
             hi = min(n, lo + self.chunk)
-            logits, emb = self.model.step(batch.context[lo:hi], batch.tail[lo:hi], labels[lo:hi],
-                                          batch.stage1_target[lo:hi], train=train)
+            part = batch[lo:hi]
+            logits, emb = self.model.step(part.context, part.tail, labels[lo:hi], part.stage1_target, train=train)
             ce[lo:hi] = cross_entropy(logits, labels[lo:hi])
-            s1[lo:hi] = np.mean((emb - batch.stage1_target[lo:hi]) ** 2, axis=1)
+            s1[lo:hi] = np.mean((emb - part.stage1_target) ** 2, axis=1)
             if on_chunk is not None:
                 on_chunk(hi - lo)
         return _summary(ce, s1, weights, time.perf_counter() - start)
