@@ -19,11 +19,16 @@ def add_optimisation_args(p: argparse.ArgumentParser, *, steps: int, batch_size:
     return o
 
 
+def add_run_dir_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--out, --resume, --force: the flags of a training.rundir.RunDir, for CLIs without the full run group."""
+    p.add_argument("--out", required=True, help="the run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
+
+
 def add_run_args(p: argparse.ArgumentParser, *, demo_help: str) -> argparse._ArgumentGroup:
     r = p.add_argument_group("run")
-    r.add_argument("--out", required=True, help="the run directory")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    r.add_argument("--force", action="store_true", help="delete whatever --out holds and start over")
+    add_run_dir_args(r)
     r.add_argument("--eval-every", type=int, default=200)
     r.add_argument("--save-every", type=int, default=500)
     r.add_argument("--log-every", type=int, default=10)

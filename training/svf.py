@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxmodels.registry import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, ExpertMismatchError, SVFWrapper
+from training.cli_args import add_run_dir_args
 from training.metrics import MetricsLog, progress
 from training.rundir import RunDir, RunDirError
 from training.loop import TrainingError
@@ -54,9 +55,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-valid", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--patience", type=int, default=5, help="evaluations without improvement before stopping")
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--force", action="store_true")
+    add_run_dir_args(p)
 
 
 def check_train_args(p: argparse.ArgumentParser, args) -> None:
