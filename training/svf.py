@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from jaxmodels.registry import from_pretrained
-from jaxmodels.svf import DEFAULT_PATTERN, ExpertMismatchError, SVFWrapper
-from training.cli_args import add_run_dir_args
+from jaxmodels.svf import DEFAULT_PATTERN, SVFWrapper
 from training.metrics import MetricsLog, progress
-from training.rundir import RunDir, RunDirError
-from training.loop import TrainingError
-from training.svf_rl import PromptCodec, RewardError, SVFPPOTrainer
+from training.cli_args import add_run_dir_args
+from training.loop import USER_ERRORS, TrainingError
+from training.rundir import RunDir
+from training.svf_rl import PromptCodec, SVFPPOTrainer
 from training.svf_tasks import get_task, split
 from training.tokenizer import load_tokenizer
 
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
         else:
             svf_adapt.check_args(a, args)
             svf_adapt.run(args, load_wrapper)
-    except (RunDirError, TrainingError, RewardError, ExpertMismatchError, ValueError, FileNotFoundError) as e:
+    except USER_ERRORS as e:  # RewardError and ExpertMismatchError are ValueErrors
         sys.exit(f"error: {e}")
 
 
