@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
+from jaxmodels.io import atomic_open
 from jaxmodels.svf.decompose import Decomposition
 
 EXPERT_FORMAT = "jaxmodels-svf-expert"
@@ -40,15 +40,8 @@ def save_expert(path: str | os.PathLike, decomposition: Decomposition, z: dict[s
     """Writes {hf_name: z [R] float32} and the manifest to `path` atomically."""
     path = Path(path)
     tensors = {m.hf_name: np.asarray(jax.device_get(z[m.key]), np.float32) for m in decomposition.matrices}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"manifest": json.dumps(manifest_for(decomposition, name=name))})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb") as f:  # one small vector per matrix: serialising in memory is cheap
+        f.write(save(tensors, metadata={"manifest": json.dumps(manifest_for(decomposition, name=name))}))
     return path
 
 
