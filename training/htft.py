@@ -28,6 +28,7 @@ from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint
                             save_htft_checkpoint, teacher_truncated_nll)
 from training.data import load_documents
 from training.metrics import MetricsLog, progress
+from training.rundir import identity_changes
 
 # Settings that define a run: resuming with any of them changed is refused.
 IDENTITY = ("model", "tokenizer", "dataset", "dataset_config", "data", "train_tokens", "eval_tokens", "seq_len",
@@ -138,10 +139,8 @@ def _check_output(args, metrics_path: Path) -> HTFTCheckpoint | None:
         if not out.is_file():
             raise HTFTRunError(f"--resume: {out} holds no checkpoint to resume")
         ckpt = load_htft_checkpoint(out)
-        saved, now = ckpt.metadata.get("identity", {}), identity(args)
-        diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-        if diff:
-            details = "; ".join(f"{k}: checkpoint has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+        details = identity_changes(ckpt.metadata.get("identity", {}), identity(args), was="checkpoint has")
+        if details:
             raise HTFTRunError(f"--resume: {out} was trained with another configuration ({details})")
         return ckpt
     for path in (out, metrics_path):

@@ -20,6 +20,12 @@ class RunDirError(ValueError):
     """The output directory cannot be used as asked (it holds another run, or none to resume)."""
 
 
+def identity_changes(saved: dict[str, Any], now: dict[str, Any], *, was: str = "run has") -> str:
+    """'' when `now` equals `saved` on every key of `now`, else '<key>: <was> <old>, now <new>; ...' (sorted)."""
+    diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    return "; ".join(f"{k}: {was} {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+
+
 class RunDir:
     """`out/run.json`, `out/checkpoints/<step>/` (orbax: state + JSON meta), `out/metrics.jsonl`, `out/model/`."""
 
@@ -36,10 +42,8 @@ class RunDir:
                 raise RunDirError(f"{self.out} holds another run ({previous.get('identity', {})}); pass --resume to "
                                   f"continue it, --force to delete it and start over, or choose another --out")
             else:
-                diff = {k: (previous["identity"].get(k), v) for k, v in identity.items()
-                        if previous["identity"].get(k) != v}
-                if diff:
-                    details = "; ".join(f"{k}: run has {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+                details = identity_changes(previous["identity"], identity)
+                if details:
                     raise RunDirError(f"--resume: {self.out} holds a run with another configuration ({details})")
         elif resume:
             raise RunDirError(f"--resume: {self.out} holds no run to resume (no run.json)")
