@@ -42,14 +42,21 @@ _INERT_KWARGS = ("output_attentions", "output_hidden_states")
 _IGNORED_KWARGS = ("cache_position",)
 
 
+# transformers 5.24 renamed the cache of model outputs and of forward() from `past_key_values` to `cache` (the old
+# name still reads and passes through); the output's field takes the installed version's name.
+CACHE_FIELD = "cache" if hasattr(ModelOutput, "_replace_old_cache_name") else "past_key_values"
+
+
 @dataclass
 class HyformerOutput(ModelOutput):
-    """logits [B, T, V] (or [B, L] for `prediction`); loss a scalar when labels were given; past_key_values the
-    cache to pass back (when caching); extras: "hidden_states" [B, T, D] after the final norm and "kv_caches"."""
+    """logits [B, T, V] (or [B, L] for `prediction`); loss a scalar when labels were given; past_key_values (also
+    `cache` on transformers >= 5.24) the cache to pass back (when caching); extras: "hidden_states" [B, T, D] after
+    the final norm and "kv_caches"."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    past_key_values: Any = None
+    __annotations__[CACHE_FIELD] = Any
+    vars()[CACHE_FIELD] = None
     extras: dict[str, Any] | None = None
 
 
@@ -391,13 +398,13 @@ class HyformerModel(HyformerPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor | None = None, task: str = "lm", attention_mask=None, kv_caches=None,
                 use_cache: bool = False, labels=None, past_key_values=None, position_ids=None, return_dict=None,
-                **kwargs) -> HyformerOutput:
+                cache=None, **kwargs) -> HyformerOutput:
         """input_ids [B, T]; attention_mask [B, T] (1 = token, 0 = padding) or [B, P + T] with a cache;
         labels: [B, T] token ids for lm (shifted inside) and mlm (-100 and padding ignored), class ids [B],
         targets [B] / [B, 1] or multi-label targets [B, L] for prediction.
 
-        kv_caches (the seed's name) and past_key_values (transformers') both take the cache: the seed's list
-        of per-layer KVCache or a transformers Cache; use_cache without one starts a list.
+        kv_caches (the seed's name), past_key_values and cache (transformers' before and since 5.24) all take the
+        cache: the seed's list of per-layer KVCache or a transformers Cache; use_cache without one starts a list.
         """
         unknown = sorted(k for k in kwargs if k not in _INERT_KWARGS + _IGNORED_KWARGS)
         if unknown:
@@ -412,9 +419,11 @@ class HyformerModel(HyformerPreTrainedModel):
             raise ValueError(f"unknown task {task!r}; valid tasks are {list(TASKS)}")
         if task == "prediction" and "prediction" not in self.heads:
             raise ValueError("task 'prediction' needs a prediction head: set num_prediction_tasks in the config")
-        if kv_caches is not None and past_key_values is not None and kv_caches is not past_key_values:
-            raise ValueError("pass the cache as kv_caches or as past_key_values, not both")
-        cache = kv_caches if kv_caches is not None else past_key_values
+        given = {name: value for name, value in (("kv_caches", kv_caches), ("past_key_values", past_key_values),
+                                                 ("cache", cache)) if value is not None}
+        if len({id(value) for value in given.values()}) > 1:
+            raise ValueError(f"pass the cache once, as kv_caches, past_key_values or cache; got {sorted(given)}")
+        cache = next(iter(given.values()), None)
         if use_cache and cache is None:
             cache = [None] * len(self.blocks)
         x, token_mask, cache = self.hidden_states(input_ids, causal=task == "lm", attention_mask=attention_mask,
@@ -422,7 +431,7 @@ class HyformerModel(HyformerPreTrainedModel):
         logits = self.heads["prediction"](x[:, 0]) if task == "prediction" else self.heads[task](x)
         loss = None if labels is None else self.loss(logits, labels, task, None if attention_mask is None
                                                      else token_mask)
-        out = HyformerOutput(loss=loss, logits=logits, past_key_values=cache,
+        out = HyformerOutput(loss=loss, logits=logits, **{CACHE_FIELD: cache},
                              extras={"hidden_states": x, "kv_caches": cache})
         return out if return_dict is not False else out.to_tuple()
 
