@@ -17,8 +17,8 @@ import pytest
 from flax import nnx
 
 from jaxmodels.layers.attention_core import attention_core, reference_attention
-from jaxmodels.layers.dense import affine, matmul, matmul_t
-from jaxmodels.layers.linear import Linear, fused_projection
+from jaxmodels.layers.dense import affine, matmul, matmul_t, projections
+from jaxmodels.layers.linear import Linear, fused_linear
 from jaxmodels.layers.mlp import swiglu
 
 # (leading shape, in features I, out features O): I < O, I > O and I == O.
@@ -107,6 +107,20 @@ def test_weight_gradient_dots_keep_contracting_dim_last(fn, transposed_w, i, o):
     assert all(d == "1" for d in dots), f"a dot contracts over the lhs's first dimension: {dots}"
 
 
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dot-form property concerns XLA:CPU")
+def test_projections_backward_dots_keep_contracting_dim_last():
+    """The same property for `projections`, with outputs wider and narrower than the input."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.standard_normal((128, 64)), jnp.float32)
+    kernels = tuple(jnp.asarray(rng.standard_normal((64, o)), jnp.float32) for o in (96, 32))
+    cts = [jnp.asarray(rng.standard_normal((128, o)), jnp.float32) for o in (96, 32)]
+    loss = lambda x, ks: sum(jnp.sum(y * c) for y, c in zip(projections(x, ks, (None, None)), cts))  # noqa: E731
+    hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernels).compile().as_text()
+    dots = re.findall(r"= f32\[\d+,\d+\]\{[\d,]*\} dot\([^\n]*?lhs_contracting_dims=\{(\d)\}", hlo)
+    assert len(dots) >= 4, f"expected the forward and backward dots in the compiled module, found {dots}"
+    assert all(d == "1" for d in dots), f"a dot contracts over the lhs's first dimension: {dots}"
+
 # (B, T, S, N query heads, K key/value heads, H): MHA, GQA, one kv head, a cache longer than the queries.
 ATTENTION_SHAPES = [(2, 13, 13, 4, 4, 6), (2, 7, 7, 6, 2, 8), (1, 11, 11, 3, 1, 4), (3, 5, 17, 6, 3, 10)]
 
@@ -150,24 +164,57 @@ def test_attention_core_backward_dots_keep_contracting_dim_last():
 @pytest.mark.parametrize("shape", [(13, 11), (3, 7, 19)])
 def test_swiglu_matches_autodiff(shape):
     rng = np.random.default_rng(0)
-    gate_up = jnp.asarray(3 * rng.standard_normal((*shape, 2)), jnp.float32)  # [..., F, 2]
+    gate, up = (jnp.asarray(3 * rng.standard_normal(shape), jnp.float32) for _ in range(2))
     ct = jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
-    def plain(y):
-        return jax.nn.silu(y[..., 0]) * y[..., 1]
+    def plain(g, u):
+        return jax.nn.silu(g) * u
 
-    _assert_close(swiglu(gate_up), plain(gate_up))
-    grads = [jax.grad(lambda y, f=f: jnp.sum(f(y) * ct))(gate_up) for f in (swiglu, plain)]
-    _assert_close(*grads)
+    _assert_close(swiglu(gate, up), plain(gate, up))
+    grads = [jax.grad(lambda g, u, f=f: jnp.sum(f(g, u) * ct), argnums=(0, 1))(gate, up) for f in (swiglu, plain)]
+    for got, want in zip(*grads):
+        _assert_close(got, want)
 
 
-def test_interleaved_projection_matches_separate_projections():
+# (leading shape, in features, out features per projection, which have a bias): outputs wider and narrower
+# than the input (both weight-gradient branches), a projection without bias beside ones with.
+PROJECTIONS = [((13,), 7, (11, 17), (True, True)), ((3, 5), 19, (5, 23, 5), (False, True, False)),
+               ((2, 3), 11, (11,), (True,))]
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("lead,i,outs,bias", PROJECTIONS)
+def test_projections_match_autodiff(lead, i, outs, bias, jit):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((*lead, i)), jnp.float32)
+    kernels = tuple(jnp.asarray(rng.standard_normal((i, o)), jnp.float32) for o in outs)
+    biases = tuple(jnp.asarray(rng.standard_normal(o), jnp.float32) if b else None for o, b in zip(outs, bias))
+    cts = [jnp.asarray(rng.standard_normal((*lead, o)), jnp.float32) for o in outs]
+
+    def plain(x, kernels, biases):
+        return tuple(x @ w + (0.0 if b is None else b) for w, b in zip(kernels, biases))
+
+    def objective(f):
+        return lambda x, kernels, biases: sum(jnp.sum(y * ct) for y, ct in zip(f(x, kernels, biases), cts))
+
+    for got, want in zip(projections(x, kernels, biases), plain(x, kernels, biases)):
+        _assert_close(got, want)
+    grad = jax.grad(objective(projections), argnums=(0, 1, 2))
+    got = (jax.jit(grad) if jit else grad)(x, kernels, biases)
+    want = jax.grad(objective(plain), argnums=(0, 1, 2))(x, kernels, biases)
+    assert jax.tree.structure(got) == jax.tree.structure(want)  # no bias gradient where there is no bias
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        _assert_close(g, w)
+
+
+def test_fused_linear_matches_separate_projections():
     rng = nnx.Rngs(0)
-    gate, up = (Linear(13, 11, use_bias=True, rngs=rng) for _ in range(2))
-    for p in (gate, up):
-        p.bias[...] = jnp.asarray(np.random.default_rng(1).standard_normal(11), jnp.float32)
-    x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 5, 13)), jnp.float32)
-    y = fused_projection(x, [gate, up], interleave=True)
-    assert y.shape == (3, 5, 11, 2)
-    _assert_close(y[..., 0], gate(x))
-    _assert_close(y[..., 1], up(x))
+    q, k = Linear(13, (3, 5), use_bias=True, rngs=rng), Linear(13, (2, 5), rngs=rng)
+    q.bias[...] = jnp.asarray(np.random.default_rng(1).standard_normal((3, 5)), jnp.float32)
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 7, 13)), jnp.float32)
+    yq, yk = fused_linear(x, [q, k])
+    assert yq.shape == (3, 7, 3, 5) and yk.shape == (3, 7, 2, 5)
+    _assert_close(yq, q(x))
+    _assert_close(yk, k(x))
+    with pytest.raises(ValueError, match="one input shape"):
+        fused_linear(x, [q, Linear(11, 5, rngs=rng)])

@@ -127,17 +127,19 @@ def measure_peak(runs: int) -> dict[str, float]:
 @contextlib.contextmanager
 def plain_autodiff():
     """While tracing: the layers' custom VJPs replaced by their plain formulations (the ablation)."""
-    saved = (linear_layers.matmul, linear_layers.matmul_t, linear_layers.affine, attention_layers.attention_core,
-             mlp_layers.swiglu)
+    names = ("matmul", "matmul_t", "affine", "projections")
+    saved = [getattr(linear_layers, n) for n in names] + [attention_layers.attention_core, mlp_layers.swiglu]
     # a custom_vjp's `fun` is its undecorated forward, which JAX then differentiates itself
-    linear_layers.matmul, linear_layers.matmul_t, linear_layers.affine = (f.fun for f in saved[:3])
+    for n, f in zip(names, saved):
+        setattr(linear_layers, n, f.fun)
     attention_layers.attention_core = reference_attention  # a select mask, not the core's additive one
-    mlp_layers.swiglu = saved[4].fun
+    mlp_layers.swiglu = saved[-1].fun
     try:
         yield
     finally:
-        (linear_layers.matmul, linear_layers.matmul_t, linear_layers.affine, attention_layers.attention_core,
-         mlp_layers.swiglu) = saved
+        for n, f in zip(names, saved):
+            setattr(linear_layers, n, f)
+        attention_layers.attention_core, mlp_layers.swiglu = saved[-2:]
 
 
 def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = False) -> dict:

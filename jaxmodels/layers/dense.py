@@ -1,4 +1,4 @@
-"""Matmuls (`matmul`, `matmul_t`, `affine`) whose weight gradient takes XLA:CPU's fast dot path.
+"""Matmuls (`matmul`, `matmul_t`, `affine`, `projections`) whose weight gradient takes XLA:CPU's fast dot path.
 
 XLA:CPU hands a dot to its fast library only when the left operand has its contracting dimension last.
 The weight gradient of `y = x @ w` is `x^T dy`, contracting over tokens, which is the first dimension of
@@ -94,3 +94,47 @@ def _matmul_t_bwd(res, dy):
 
 
 matmul_t.defvjp(_matmul_t_fwd, _matmul_t_bwd)
+
+
+@jax.custom_vjp
+def projections(x: jax.Array, kernels: tuple[jax.Array, ...], biases: tuple[jax.Array | None, ...]
+                ) -> tuple[jax.Array, ...]:
+    """`x @ w_i + b_i` for each kernel w_i [I, O_i] (bias b_i [O_i] or None): x [..., I] -> ([..., O_i], ...).
+
+    Several projections of one input (q/k/v, gate/up) as one dot each, with no concatenated kernel: joining
+    the kernels costs a copy of them per call and splitting the output's gradient another. The backward
+    pass sums dx over the projections and, where the input is the narrower operand, transposes x once for
+    all of the weight gradients.
+    """
+    return tuple(_affine_or_matmul(x, w, b) for w, b in zip(kernels, biases))
+
+
+def _affine_or_matmul(x, w, b):
+    y = jnp.einsum("...i,io->...o", x, w)
+    return y if b is None else y + b
+
+
+def _projections_fwd(x, kernels, biases):
+    return projections(x, kernels, biases), (x, kernels, biases)
+
+
+def _projections_bwd(res, dys):
+    x, kernels, biases = res
+    x2 = x.reshape(-1, x.shape[-1])  # [R, I]
+    dy2s = [dy.reshape(-1, dy.shape[-1]) for dy in dys]  # [R, O_i]
+    dx = sum(jnp.einsum("ro,io->ri", dy2, w) for dy2, w in zip(dy2s, kernels))
+    xt = None
+    dws = []
+    for dy2, w in zip(dy2s, kernels):
+        if x2.shape[1] <= dy2.shape[1]:  # the input is the narrower operand: one shared transpose of x
+            if xt is None:
+                xt = jax.lax.optimization_barrier(x2.T)  # [I, R]
+            dw = xt @ dy2
+        else:
+            dw = _canonical_weight_grad(x2, dy2)
+        dws.append(dw.astype(w.dtype))
+    dbs = tuple(None if b is None else jnp.sum(dy2, axis=0).astype(b.dtype) for dy2, b in zip(dy2s, biases))
+    return dx.reshape(x.shape).astype(x.dtype), tuple(dws), dbs
+
+
+projections.defvjp(_projections_fwd, _projections_bwd)

@@ -6,29 +6,29 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmodels.layers.linear import Linear, fused_projection
+from jaxmodels.layers.linear import Linear, fused_linear
 
 
 @jax.custom_vjp
-def swiglu(gate_up: jax.Array) -> jax.Array:
-    """silu(gate) * up for gate_up [..., F, 2] (gate_up[..., 0] = gate, gate_up[..., 1] = up) -> [..., F].
+def swiglu(gate: jax.Array, up: jax.Array) -> jax.Array:
+    """silu(gate) * up, elementwise over [..., F].
 
-    The hand-written backward reads gate and up once and writes their interleaved gradient in one pass
-    (autodiff keeps sigmoid and silu as extra [..., F] residuals and assembles the gradient separately).
+    The hand-written backward reads gate and up once and writes both gradients in one pass (autodiff keeps
+    sigmoid and silu as extra [..., F] residuals).
     """
-    return jax.nn.silu(gate_up[..., 0]) * gate_up[..., 1]
+    return jax.nn.silu(gate) * up
 
 
-def _swiglu_fwd(gate_up):
-    return swiglu(gate_up), gate_up
+def _swiglu_fwd(gate, up):
+    return swiglu(gate, up), (gate, up)
 
 
-def _swiglu_bwd(gate_up, d_out):
-    gate, up = gate_up[..., 0], gate_up[..., 1]
+def _swiglu_bwd(res, d_out):
+    gate, up = res
     sig = jax.nn.sigmoid(gate)
     d_gate = d_out * up * sig * (1 + gate * (1 - sig))  # d silu(g)/dg = sigmoid(g) (1 + g (1 - sigmoid(g)))
     d_up = d_out * gate * sig
-    return (jnp.stack([d_gate, d_up], axis=-1),)
+    return d_gate, d_up
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
@@ -45,5 +45,5 @@ class SwiGLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [B, T, D] -> [B, T, D]."""
-        gate_up = fused_projection(x, [self.gate_proj, self.up_proj], interleave=True)  # [B, T, F, 2]
-        return self.down_proj(swiglu(gate_up))
+        gate, up = fused_linear(x, [self.gate_proj, self.up_proj])  # [B, T, F] each
+        return self.down_proj(swiglu(gate, up))
