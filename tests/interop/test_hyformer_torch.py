@@ -150,6 +150,16 @@ def test_cached_decoding_and_generate_match_flax(pair):
         caches = out.extras["kv_caches"]
         np.testing.assert_allclose(reference[:, t], out.logits.numpy()[:, 0], rtol=0, atol=ATOL)
     assert caches[0].length == 10 and caches[0].key_mask.tolist() == full_mask[:, :10].astype(bool).tolist()
+    assert out.past_key_values is caches  # transformers < 5.24's name; >= 5.24 calls the field `cache`
+    # the cache passed as `cache` (transformers >= 5.24) or `past_key_values` (older) gives the same step
+    steps = [_torch(twin, seq[:, 10:11], "lm", np.ones((2, 1), np.int64), use_cache=True, **{name: clone()})
+             for name, clone in (("cache", lambda: _clone(caches)), ("past_key_values", lambda: _clone(caches)))]
+    np.testing.assert_array_equal(steps[0].logits.numpy(), steps[1].logits.numpy())
+    np.testing.assert_allclose(reference[:, 10], steps[0].logits.numpy()[:, 0], rtol=0, atol=ATOL)
+
+
+def _clone(caches):
+    return [KVCache(c.k.clone(), c.v.clone(), c.key_mask.clone()) for c in caches]
 
 
 def test_save_pretrained_round_trip_keeps_heads_tied(pair, tmp_path):
@@ -258,6 +268,8 @@ def test_bad_config_and_input_raise_clear_errors(pair):
         twin(ids, task="mlm", use_cache=True)
     with pytest.raises(ValueError, match=r"mlm labels must have shape \(3, 13\)"):
         twin(ids, task="mlm", labels=ids[:, :5])
+    with pytest.raises(ValueError, match=r"pass the cache once.*\['cache', 'kv_caches'\]"):
+        twin(ids, kv_caches=[None], cache=[None])
     with pytest.raises(TypeError, match=r"unexpected arguments \['inputs_embeds'\]"):
         twin(ids, inputs_embeds=torch.zeros(3, 13, 24))
     no_head = HyformerModel(HyformerConfig(vocab_size=17, d_model=24, n_heads=4, n_layers=1))
