@@ -1,6 +1,7 @@
 """Hyformer training step and forward pass: ours (JAX) against transformers' LlamaForCausalLM (PyTorch).
 
     python -m benchmarks hyformer [--quick] [--runs N] [--vocab V] [--no-compile] [--no-bf16] [--no-ablation]
+                                  [--no-floor]
 
 Both sides get the same configuration and the same batch: d 256, 4 layers, 8 heads, T 128, B 8, SwiGLU of
 width 4*D with biases, embedding tied to the output head. The training step is forward + backward + global-norm
@@ -20,6 +21,9 @@ and PyTorch; "% of peak" is against the best of the three.
 
 The ablation row traces the same model with every custom VJP of jaxmodels.layers (dense matmuls, attention
 core, SwiGLU) replaced by its plain formulation, differentiated by JAX: what the custom VJPs buy, same run.
+
+The floor row runs every dot of our compiled step (and forward) alone, same shapes and dimension numbers, in
+one jitted function: how long XLA:CPU's matmuls take with no other kernel around them.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import jaxmodels.layers.attention as attention_layers
 import jaxmodels.layers.linear as linear_layers
 import jaxmodels.layers.mlp as mlp_layers
 from benchmarks.harness import block, time_alternating, write_results
+from benchmarks.hlo_dots import dot_specs, dots_only
 from jaxmodels import Hyformer, HyformerConfig
 from jaxmodels.layers.attention_core import reference_attention
 from training.hyformer import loss_fn
@@ -54,6 +59,7 @@ LR, WEIGHT_DECAY, GRAD_CLIP, BETAS = 1e-3, 0.1, 1.0, (0.9, 0.95)
 PEAK_N = 2048
 BUSY_SHARE = 0.2  # above this share of the CPU used by other processes, the notes warn that they competed
 OURS, ABLATION = "ours", "ours, autodiff (no custom VJPs)"
+FLOOR = "ours: its dots alone (XLA floor)"
 EAGER, EAGER_FUSED, COMPILED = "torch eager", "torch eager, fused AdamW", "torch compile, fused AdamW"
 TWIN = "our PyTorch twin (same weights)"
 
@@ -66,6 +72,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for about a minute)")
     p.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
     p.add_argument("--no-ablation", action="store_true", help="skip our model without its custom VJPs")
+    p.add_argument("--no-floor", action="store_true", help="skip the row of our compiled step's dots run alone")
     args = p.parse_args(argv)
     if args.runs is None:
         args.runs = 5 if args.quick else 21
@@ -165,7 +172,22 @@ def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = 
         return nnx.merge(graphdef, p)(x, "lm").logits
 
     with plain_autodiff() if ablate else contextlib.nullcontext():  # tracing happens on the first calls
-        return first_calls(train, lambda: logits(fwd_params, batch))
+        side = first_calls(train, lambda: logits(fwd_params, batch))
+        side["hlo"] = {"train": step.lower(state["params"], state["opt_state"], batch, key).compile().as_text(),
+                       "forward": logits.lower(fwd_params, batch).compile().as_text()}
+    return side
+
+
+def dots_side(hlo: dict[str, str]) -> dict:
+    """The dots of our compiled step and forward (`benchmarks.hlo_dots`), run alone: the floor XLA:CPU's
+    matmuls set under everything else; its analytic FLOPs must match the model's."""
+    side = {}
+    for what, text in hlo.items():
+        specs = dot_specs(text)
+        run, operands = dots_only(specs)
+        side[what] = partial(run, operands)
+        side[f"{what}_gflop"] = sum(spec.flops for spec in specs) / 1e9
+    return side
 
 
 def first_calls(train, forward) -> dict:
@@ -284,6 +306,11 @@ def main(argv: list[str]) -> None:
         sides[ABLATION] = jax_side(args.vocab, ids, ablate=True)
     compile_s = {name: side["compile_s"] for name, side in sides.items()}
     first_loss = {name: side["first_loss"] for name, side in sides.items()}
+    if not args.no_floor:
+        sides[FLOOR] = dots_side(sides[OURS]["hlo"])
+        notes.append(f"`{FLOOR}`: every dot of our compiled step (forward) with its shapes and dimension numbers, "
+                     f"random operands, in one jitted function and nothing else ({sides[FLOOR]['train_gflop']:.2f} "
+                     f"and {sides[FLOOR]['forward_gflop']:.2f} GFLOP): the time XLA:CPU's matmuls alone need.")
     print("first-step loss: " + ", ".join(f"{k} {v:.4f}" for k, v in first_loss.items())
           + f" (ln V = {math.log(args.vocab):.4f})", flush=True)
     print("first call incl. compile (s): " + ", ".join(f"{k} train {v['train']:.1f} forward {v['forward']:.1f}"

@@ -1,0 +1,65 @@
+"""The dots of a compiled XLA module, run again with nothing else: the floor its matmuls set.
+
+`dot_specs(hlo)` reads every float32 dot of an optimised HLO module (the text of
+`jax.jit(f).lower(...).compile()`): its operand shapes and dimension numbers.
+`dots_only(specs)` builds random float32 operands and one jitted function computing exactly those dots, in one
+program (XLA may run independent dots at the same time, as it does in the module they came from).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+_COMPUTATION = re.compile(r"\n(?:ENTRY )?%?[\w.\-]+ \(([^)]*)\) -> [^{]*\{\n(.*?)\n\}", re.S)
+_PARAMETER = re.compile(r"([\w.\-]+): f32\[([\d,]*)\]")
+_DEFINITION = re.compile(r"%?([\w.\-]+) = f32\[([\d,]*)\]")
+_DOT = re.compile(r"= f32\[[\d,]*\]\S* dot\(%?([\w.\-]+), %?([\w.\-]+)\)([^\n]*)")
+
+
+class DotSpec(NamedTuple):
+    lhs: tuple[int, ...]
+    rhs: tuple[int, ...]
+    contracting: tuple[tuple[int, ...], tuple[int, ...]]
+    batch: tuple[tuple[int, ...], tuple[int, ...]]
+
+    @property
+    def flops(self) -> int:
+        """2 x multiply-adds: every lhs element meets every free rhs column."""
+        free = [n for i, n in enumerate(self.rhs) if i not in self.contracting[1] and i not in self.batch[1]]
+        return 2 * int(np.prod(self.lhs)) * int(np.prod(free))
+
+
+def _dims(attrs: str, name: str) -> tuple[int, ...]:
+    found = re.search(name + r"=\{([\d,]*)\}", attrs)
+    return tuple(int(d) for d in found.group(1).split(",") if d) if found else ()
+
+
+def dot_specs(hlo: str) -> list[DotSpec]:
+    """Every float32 dot of `hlo` whose operand shapes its computation names, in text order."""
+    specs = []
+    for computation in _COMPUTATION.finditer(hlo):
+        shapes = {name: tuple(int(d) for d in dims.split(",") if d)
+                  for name, dims in _PARAMETER.findall(computation.group(1)) + _DEFINITION.findall(computation.group(2))}
+        for lhs, rhs, attrs in _DOT.findall(computation.group(2)):
+            if lhs in shapes and rhs in shapes:
+                specs.append(DotSpec(shapes[lhs], shapes[rhs],
+                                     (_dims(attrs, "lhs_contracting_dims"), _dims(attrs, "rhs_contracting_dims")),
+                                     (_dims(attrs, "lhs_batch_dims"), _dims(attrs, "rhs_batch_dims"))))
+    return specs
+
+
+def dots_only(specs: list[DotSpec], seed: int = 0):
+    """(fn, operands): fn(operands) computes the dots of `specs` and nothing else, jitted."""
+    rng = np.random.default_rng(seed)
+    operands = [(jax.numpy.asarray(rng.standard_normal(s.lhs, dtype=np.float32)),
+                 jax.numpy.asarray(rng.standard_normal(s.rhs, dtype=np.float32))) for s in specs]
+
+    @jax.jit
+    def run(operands):
+        return [jax.lax.dot_general(a, b, (s.contracting, s.batch)) for (a, b), s in zip(operands, specs)]
+
+    return run, operands
