@@ -30,8 +30,13 @@ def _row_mask(mask: jax.Array, rows: int) -> jax.Array:
 
 
 def _scores(q, k):
-    """[B, K, Q, S] float32 scores q k^T / sqrt(H)."""
-    return jnp.einsum("BKQH,BKSH->BKQS", q, k, preferred_element_type=jnp.float32) * (q.shape[-1] ** -0.5)
+    """[B, K, Q, S] float32 scores (q / sqrt(H)) k^T.
+
+    The scale is applied to q ([Q, H]) rather than to the scores ([Q, S]): inside XLA:CPU's fused attention
+    kernel a scalar multiply of the scores becomes a materialised [B, K, Q, S] operand.
+    """
+    return jnp.einsum("BKQH,BKSH->BKQS", q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype), k,
+                      preferred_element_type=jnp.float32)
 
 
 def _masked_scores(q, k, mask):
