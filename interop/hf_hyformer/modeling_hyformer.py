@@ -47,17 +47,19 @@ _IGNORED_KWARGS = ("cache_position",)
 CACHE_FIELD = "cache" if hasattr(ModelOutput, "_replace_old_cache_name") else "past_key_values"
 
 
-@dataclass
-class HyformerOutput(ModelOutput):
-    """logits [B, T, V] (or [B, L] for `prediction`); loss a scalar when labels were given; past_key_values (also
-    `cache` on transformers >= 5.24) the cache to pass back (when caching); extras: "hidden_states" [B, T, D] after
-    the final norm and "kv_caches"."""
+def _output_class(cache_field: str) -> type:
+    """The Hyformer's ModelOutput dataclass, its cache field named `cache_field`."""
+    fields = {"loss": "torch.Tensor | None", "logits": "torch.Tensor | None", cache_field: "Any",
+              "extras": "dict[str, Any] | None"}
+    namespace = {"__module__": __name__, "__qualname__": "HyformerOutput", "__annotations__": fields,
+                 **dict.fromkeys(fields), "__doc__": (
+                     f"logits [B, T, V] (or [B, L] for `prediction`); loss a scalar when labels were given; "
+                     f"{cache_field} the cache to pass back (when caching); extras: \"hidden_states\" [B, T, D] "
+                     f"after the final norm and \"kv_caches\".")}
+    return dataclass(type("HyformerOutput", (ModelOutput,), namespace))
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    __annotations__[CACHE_FIELD] = Any
-    vars()[CACHE_FIELD] = None
-    extras: dict[str, Any] | None = None
+
+HyformerOutput = _output_class(CACHE_FIELD)
 
 
 class KVCache:
