@@ -1,7 +1,7 @@
 """The layers' custom VJPs give the gradients JAX's autodiff gives for the plain formulation.
 
 The matmuls of jaxmodels.layers.dense, with and without bias (shapes prime and pairwise distinct, covering both branches of
-`_canonical_weight_grad`: transpose the input when it is the narrower operand, else the output gradient),
+`_weight_grads`: transpose the input when it is the narrower operand, else the output gradient),
 the attention core (MHA, GQA, padding, dropout) and SwiGLU. The compiled backward passes must also keep
 every dot in the form XLA:CPU runs fast (contracting over the left operand's last dimension).
 """

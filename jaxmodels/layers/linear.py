@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmodels.layers.dense import affine, matmul, matmul_t, projections
+from jaxmodels.layers import dense
 
 _INIT_STD = 0.02
 
@@ -42,10 +42,7 @@ class Linear(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x of shape [..., *in_shape] -> [..., *out_shape]."""
-        lead = x.shape[: x.ndim - len(self.in_shape)]
-        x, kernel = x.reshape(*lead, -1), self.flat_kernel().astype(x.dtype)
-        y = matmul(x, kernel) if self.bias is None else affine(x, kernel, self.flat_bias().astype(x.dtype))
-        return y.reshape(*lead, *self.out_shape)
+        return fused_linear(x, [self])[0]
 
 
 def fused_linear(x: jax.Array, linears: Sequence[Linear]) -> list[jax.Array]:
@@ -62,7 +59,7 @@ def fused_linear(x: jax.Array, linears: Sequence[Linear]) -> list[jax.Array]:
     x = x.reshape(*lead, -1)
     kernels = tuple(p.flat_kernel().astype(x.dtype) for p in linears)
     biases = tuple(None if p.bias is None else p.flat_bias().astype(x.dtype) for p in linears)
-    return [y.reshape(*lead, *p.out_shape) for y, p in zip(projections(x, kernels, biases), linears)]
+    return [y.reshape(*lead, *p.out_shape) for y, p in zip(dense.projections(x, kernels, biases), linears)]
 
 
 class Embed(nnx.Module):
@@ -77,4 +74,4 @@ class Embed(nnx.Module):
 
     def decode(self, x: jax.Array) -> jax.Array:
         """x [B, T, D] -> logits [B, T, V], tied to the embedding by construction."""
-        return matmul_t(x, self.weight[...].astype(x.dtype))
+        return dense.matmul_t(x, self.weight[...].astype(x.dtype))
