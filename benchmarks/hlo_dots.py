@@ -12,6 +12,7 @@ import re
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _COMPUTATION = re.compile(r"\n(?:ENTRY )?%?[\w.\-]+ \(([^)]*)\) -> [^{]*\{\n(.*?)\n\}", re.S)
@@ -55,8 +56,8 @@ def dot_specs(hlo: str) -> list[DotSpec]:
 def dots_only(specs: list[DotSpec], seed: int = 0):
     """(fn, operands): fn(operands) computes the dots of `specs` and nothing else, jitted."""
     rng = np.random.default_rng(seed)
-    operands = [(jax.numpy.asarray(rng.standard_normal(s.lhs, dtype=np.float32)),
-                 jax.numpy.asarray(rng.standard_normal(s.rhs, dtype=np.float32))) for s in specs]
+    operands = [(jnp.asarray(rng.standard_normal(s.lhs, dtype=np.float32)),
+                 jnp.asarray(rng.standard_normal(s.rhs, dtype=np.float32))) for s in specs]
 
     @jax.jit
     def run(operands):

@@ -19,8 +19,8 @@ optimizer are left out):
 The peak is this CPU's fp32 matmul rate, measured in the same run on a 2048 x 2048 product in numpy, XLA
 and PyTorch; "% of peak" is against the best of the three.
 
-The ablation row traces the same model with every custom VJP of jaxmodels.layers (dense matmuls, attention
-core, SwiGLU) replaced by its plain formulation, differentiated by JAX: what the custom VJPs buy, same run.
+The ablation row traces the same model with every custom VJP of jaxmodels.layers (dense projections and the
+tied head, attention core, SwiGLU) replaced by its plain formulation, differentiated by JAX: what the custom VJPs buy, same run.
 
 The floor row runs every dot of our compiled step (and forward) alone, same shapes and dimension numbers, in
 one jitted function: how long XLA:CPU's matmuls take with no other kernel around them.
@@ -43,7 +43,7 @@ import torch
 from flax import nnx
 
 import jaxmodels.layers.attention as attention_layers
-import jaxmodels.layers.linear as linear_layers
+import jaxmodels.layers.dense as dense_layers
 import jaxmodels.layers.mlp as mlp_layers
 from benchmarks.harness import block, time_alternating, write_results
 from benchmarks.hlo_dots import dot_specs, dots_only
@@ -134,23 +134,20 @@ def measure_peak(runs: int) -> dict[str, float]:
 @contextlib.contextmanager
 def plain_autodiff():
     """While tracing: the layers' custom VJPs replaced by their plain formulations (the ablation)."""
-    names = ("matmul", "matmul_t", "affine", "projections")
-    saved = [getattr(linear_layers, n) for n in names] + [attention_layers.attention_core, mlp_layers.swiglu]
+    saved = (dense_layers.projections, dense_layers.matmul_t, attention_layers.attention_core, mlp_layers.swiglu)
     # a custom_vjp's `fun` is its undecorated forward, which JAX then differentiates itself
-    for n, f in zip(names, saved):
-        setattr(linear_layers, n, f.fun)
+    dense_layers.projections, dense_layers.matmul_t = saved[0].fun, saved[1].fun
     attention_layers.attention_core = reference_attention  # a select mask, not the core's additive one
-    mlp_layers.swiglu = saved[-1].fun
+    mlp_layers.swiglu = saved[3].fun
     try:
         yield
     finally:
-        for n, f in zip(names, saved):
-            setattr(linear_layers, n, f)
-        attention_layers.attention_core, mlp_layers.swiglu = saved[-2:]
+        dense_layers.projections, dense_layers.matmul_t, attention_layers.attention_core, mlp_layers.swiglu = saved
 
 
-def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = False) -> dict:
-    """Our jitted training step (state carried between calls, donated) and jitted forward (logits)."""
+def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = False, hlo: bool = False) -> dict:
+    """Our jitted training step (state carried between calls, donated) and jitted forward (logits); with `hlo`,
+    also their optimised HLO texts (side["hlo"]: {"train": ..., "forward": ...})."""
     config = HyformerConfig.small(vocab_size=vocab, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=N_HEADS,
                                   max_seq_len=SEQ_LEN)
     graphdef, params = nnx.split(Hyformer(config, rngs=nnx.Rngs(0)), nnx.Param)
@@ -173,8 +170,9 @@ def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = 
 
     with plain_autodiff() if ablate else contextlib.nullcontext():  # tracing happens on the first calls
         side = first_calls(train, lambda: logits(fwd_params, batch))
-        side["hlo"] = {"train": step.lower(state["params"], state["opt_state"], batch, key).compile().as_text(),
-                       "forward": logits.lower(fwd_params, batch).compile().as_text()}
+        if hlo:
+            side["hlo"] = {"train": step.lower(state["params"], state["opt_state"], batch, key).compile().as_text(),
+                           "forward": logits.lower(fwd_params, batch).compile().as_text()}
     return side
 
 
@@ -293,7 +291,7 @@ def main(argv: list[str]) -> None:
     print("fp32 matmul peak (GFLOP/s): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()), flush=True)
 
     notes: list[str] = []
-    sides = {OURS: jax_side(args.vocab, ids),
+    sides = {OURS: jax_side(args.vocab, ids, hlo=not args.no_floor),
              EAGER: torch_side(args.vocab, ids, compiled=False, fused_adamw=False),
              EAGER_FUSED: torch_side(args.vocab, ids, compiled=False, fused_adamw=True),
              TWIN: twin_side(args.vocab, ids)}
