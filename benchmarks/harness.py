@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -42,14 +43,44 @@ def time_fn(fn: Callable[[], Any], *, warmup: int = 2, runs: int = 7) -> dict[st
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "runs": runs}
 
 
-def time_alternating(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, runs: int = 7) -> dict[str, dict]:
-    """Times several functions interleaved run by run, so machine noise hits them alike."""
+def process_cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def settle(*, poll: float = 0.005, quiet: float = 0.1, limit: float = 0.25) -> float:
+    """Waits until this process's threads stop using the CPU; returns the seconds waited.
+
+    After a call returns, its framework's worker threads keep running for a few ms (PyTorch's OpenMP
+    threads spin waiting for the next parallel region, XLA frees buffers asynchronously). Timed back to
+    back, that work lands inside the next call, which belongs to the other framework. Quiet means less
+    than `quiet` of one core used over a `poll` interval; gives up after `limit` seconds.
+    """
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        c0, w0 = process_cpu_seconds(), time.perf_counter()
+        time.sleep(poll)
+        if process_cpu_seconds() - c0 < quiet * (time.perf_counter() - w0):
+            break
+    return time.perf_counter() - t0
+
+
+def time_alternating(fns: dict[str, Callable[[], Any]], *, warmup: int = 2, runs: int = 7,
+                     settled: bool = True) -> dict[str, dict]:
+    """Times several functions interleaved run by run, so machine noise hits them alike.
+
+    With `settled`, each timed call starts once the previous call's leftover thread work is done
+    (see `settle`), so no function pays for another's.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             block(fn())
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(runs):
         for name, fn in fns.items():
+            if settled:
+                settle()
             t0 = time.perf_counter()
             block(fn())
             times[name].append(time.perf_counter() - t0)

@@ -4,6 +4,8 @@
 `jax.jit(f).lower(...).compile()`): its operand shapes and dimension numbers.
 `dots_only(specs)` builds random float32 operands and one jitted function computing exactly those dots, in one
 program (XLA may run independent dots at the same time, as it does in the module they came from).
+`torch_dots(specs)` runs the same products in PyTorch, one after another (each through `torch.einsum`, which hands
+a transposed operand to its matmul library as a strided view): the matmuls alone, at PyTorch's rate.
 """
 
 from __future__ import annotations
@@ -32,6 +34,20 @@ class DotSpec(NamedTuple):
         """2 x multiply-adds: every lhs element meets every free rhs column."""
         free = [n for i, n in enumerate(self.rhs) if i not in self.contracting[1] and i not in self.batch[1]]
         return 2 * int(np.prod(self.lhs)) * int(np.prod(free))
+
+    @property
+    def einsum(self) -> str:
+        """The product as an einsum equation, output dimensions in dot_general's order (batch, lhs free, rhs free)."""
+        lhs = [chr(ord("a") + i) for i in range(len(self.lhs))]
+        rhs = [chr(ord("n") + i) for i in range(len(self.rhs))]
+        for i, j in zip(*self.contracting):
+            rhs[j] = lhs[i]
+        for i, j in zip(*self.batch):
+            rhs[j] = lhs[i]
+        shared = set(self.contracting[0]) | set(self.batch[0])
+        out = ([lhs[i] for i in self.batch[0]] + [c for i, c in enumerate(lhs) if i not in shared]
+               + [c for j, c in enumerate(rhs) if j not in set(self.contracting[1]) | set(self.batch[1])])
+        return f"{''.join(lhs)},{''.join(rhs)}->{''.join(out)}"
 
 
 def _dims(attrs: str, name: str) -> tuple[int, ...]:
@@ -62,5 +78,21 @@ def dots_only(specs: list[DotSpec], seed: int = 0):
     @jax.jit
     def run(operands):
         return [jax.lax.dot_general(a, b, (s.contracting, s.batch)) for (a, b), s in zip(operands, specs)]
+
+    return run, operands
+
+
+def torch_dots(specs: list[DotSpec], seed: int = 0):
+    """(fn, operands) as `dots_only`, in PyTorch: fn(operands) runs each product with torch.einsum in turn."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    operands = [(torch.from_numpy(rng.standard_normal(s.lhs, dtype=np.float32)),
+                 torch.from_numpy(rng.standard_normal(s.rhs, dtype=np.float32))) for s in specs]
+    equations = [s.einsum for s in specs]
+
+    @torch.no_grad()
+    def run(operands):
+        return [torch.einsum(eq, a, b) for eq, (a, b) in zip(equations, operands)]
 
     return run, operands

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.hlo_dots import dot_specs, dots_only
+from benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
 
 
 def test_dots_of_a_compiled_module_are_found_and_rerun():
@@ -27,3 +27,17 @@ def test_dots_of_a_compiled_module_are_found_and_rerun():
         want = jax.lax.dot_general(np.asarray(a), np.asarray(b), (s.contracting, s.batch))
         np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-6)
     assert sum(s.flops for s in specs) == 2 * 13 * 7 * 11 + 2 * 3 * 5 * 4 * 6
+
+
+def test_torch_runs_the_same_products():
+    specs = [DotSpec((13, 7), (7, 11), ((1,), (0,)), ((), ())),  # x @ w
+             DotSpec((7, 13), (7, 11), ((0,), (0,)), ((), ())),  # x^T @ w
+             DotSpec((13, 7), (11, 7), ((1,), (1,)), ((), ())),  # x @ w^T
+             DotSpec((3, 5, 4), (3, 6, 4), ((2,), (2,)), ((0,), (0,))),  # batched q k^T
+             DotSpec((5, 3, 4), (6, 4, 3), ((1, 2), (2, 1)), ((), ()))]  # two contracting dims
+    assert [s.einsum for s in specs] == ["ab,bo->ao", "ab,ao->bo", "ab,nb->an", "abc,aoc->abo", "abc,ncb->an"]
+    run, operands = torch_dots(specs)
+    for (a, b), s, out in zip(operands, specs, run(operands)):
+        want = jax.lax.dot_general(a.numpy(), b.numpy(), (s.contracting, s.batch))
+        assert tuple(out.shape) == want.shape
+        np.testing.assert_allclose(out.numpy(), np.asarray(want), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,8 @@ clipping + AdamW on both sides: ours is `training.step.make_train_step` with `tr
 and the Hyformer `lm` loss. PyTorch's is eager, with `torch.optim.AdamW` as constructed by default (on the CPU
 it updates one tensor at a time) and with `fused=True` (its fastest CPU AdamW), and `torch.compile`d (with the
 fused AdamW) when that works here. Every comparison is timed in this one process, alternating run by run,
-medians.
+medians; each call starts once the previous call's leftover thread work is done (`benchmarks.harness.settle`:
+PyTorch's OpenMP threads spin for a few ms after a call, which would otherwise land in our next call).
 
 FLOPs are counted analytically (multiply-adds x 2, matmuls and attention only; norms, RoPE, softmax and the
 optimizer are left out):
@@ -23,7 +24,9 @@ The ablation row traces the same model with every custom VJP of jaxmodels.layers
 tied head, attention core, SwiGLU) replaced by its plain formulation, differentiated by JAX: what the custom VJPs buy, same run.
 
 The floor row runs every dot of our compiled step (and forward) alone, same shapes and dimension numbers, in
-one jitted function: how long XLA:CPU's matmuls take with no other kernel around them.
+one jitted function: how long XLA:CPU's matmuls take with no other kernel around them. The torch floor row runs
+the same products in PyTorch: the same matmuls at its library's rate, the part of the gap that is the matmul
+library's rather than the rest of the step's.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ import jaxmodels.layers.attention as attention_layers
 import jaxmodels.layers.dense as dense_layers
 import jaxmodels.layers.mlp as mlp_layers
 from benchmarks.harness import block, time_alternating, write_results
-from benchmarks.hlo_dots import dot_specs, dots_only
+from benchmarks.hlo_dots import dot_specs, dots_only, torch_dots
 from jaxmodels import Hyformer, HyformerConfig
 from jaxmodels.layers.attention_core import reference_attention
 from training.hyformer import loss_fn
@@ -60,6 +63,7 @@ PEAK_N = 2048
 BUSY_SHARE = 0.2  # above this share of the CPU used by other processes, the notes warn that they competed
 OURS, ABLATION = "ours", "ours, autodiff (no custom VJPs)"
 FLOOR = "ours: its dots alone (XLA floor)"
+TORCH_FLOOR = "torch: our dots alone (its matmuls)"
 EAGER, EAGER_FUSED, COMPILED = "torch eager", "torch eager, fused AdamW", "torch compile, fused AdamW"
 TWIN = "our PyTorch twin (same weights)"
 
@@ -176,13 +180,14 @@ def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = 
     return side
 
 
-def dots_side(hlo: dict[str, str]) -> dict:
-    """The dots of our compiled step and forward (`benchmarks.hlo_dots`), run alone: the floor XLA:CPU's
-    matmuls set under everything else; its analytic FLOPs must match the model's."""
+def dots_side(hlo: dict[str, str], library=dots_only) -> dict:
+    """The dots of our compiled step and forward (`benchmarks.hlo_dots`), run alone by `library` (`dots_only`:
+    XLA:CPU, `torch_dots`: PyTorch's matmul library): the floor the matmuls set under everything else; their
+    analytic FLOPs must match the model's."""
     side = {}
     for what, text in hlo.items():
         specs = dot_specs(text)
-        run, operands = dots_only(specs)
+        run, operands = library(specs)
         side[what] = partial(run, operands)
         side[f"{what}_gflop"] = sum(spec.flops for spec in specs) / 1e9
     return side
@@ -306,9 +311,12 @@ def main(argv: list[str]) -> None:
     first_loss = {name: side["first_loss"] for name, side in sides.items()}
     if not args.no_floor:
         sides[FLOOR] = dots_side(sides[OURS]["hlo"])
+        sides[TORCH_FLOOR] = dots_side(sides[OURS]["hlo"], torch_dots)
         notes.append(f"`{FLOOR}`: every dot of our compiled step (forward) with its shapes and dimension numbers, "
                      f"random operands, in one jitted function and nothing else ({sides[FLOOR]['train_gflop']:.2f} "
-                     f"and {sides[FLOOR]['forward_gflop']:.2f} GFLOP): the time XLA:CPU's matmuls alone need.")
+                     f"and {sides[FLOOR]['forward_gflop']:.2f} GFLOP): the time XLA:CPU's matmuls alone need. "
+                     f"`{TORCH_FLOOR}`: the same products run one after another by torch.einsum (PyTorch's matmul "
+                     f"library): how long the same matmuls take at PyTorch's rate.")
     print("first-step loss: " + ", ".join(f"{k} {v:.4f}" for k, v in first_loss.items())
           + f" (ln V = {math.log(args.vocab):.4f})", flush=True)
     print("first call incl. compile (s): " + ", ".join(f"{k} train {v['train']:.1f} forward {v['forward']:.1f}"
