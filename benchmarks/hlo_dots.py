@@ -69,11 +69,16 @@ def dot_specs(hlo: str) -> list[DotSpec]:
     return specs
 
 
+def random_operands(specs: list[DotSpec], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Standard-normal float32 (lhs, rhs) numpy pairs of the shapes `specs` name."""
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(s.lhs, dtype=np.float32), rng.standard_normal(s.rhs, dtype=np.float32))
+            for s in specs]
+
+
 def dots_only(specs: list[DotSpec], seed: int = 0):
     """(fn, operands): fn(operands) computes the dots of `specs` and nothing else, jitted."""
-    rng = np.random.default_rng(seed)
-    operands = [(jnp.asarray(rng.standard_normal(s.lhs, dtype=np.float32)),
-                 jnp.asarray(rng.standard_normal(s.rhs, dtype=np.float32))) for s in specs]
+    operands = [(jnp.asarray(a), jnp.asarray(b)) for a, b in random_operands(specs, seed)]
 
     @jax.jit
     def run(operands):
@@ -86,9 +91,7 @@ def torch_dots(specs: list[DotSpec], seed: int = 0):
     """(fn, operands) as `dots_only`, in PyTorch: fn(operands) runs each product with torch.einsum in turn."""
     import torch
 
-    rng = np.random.default_rng(seed)
-    operands = [(torch.from_numpy(rng.standard_normal(s.lhs, dtype=np.float32)),
-                 torch.from_numpy(rng.standard_normal(s.rhs, dtype=np.float32))) for s in specs]
+    operands = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in random_operands(specs, seed)]
     equations = [s.einsum for s in specs]
 
     @torch.no_grad()
