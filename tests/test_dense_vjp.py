@@ -91,6 +91,11 @@ def test_bfloat16_gradients_keep_their_dtype():
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32), rtol=2e-2, atol=2e-2)
 
 
+def _lhs_contracting_dims_of_2d_dots(hlo: str) -> list[str]:
+    """The left operand's contracting dimension of every 2-D float32 dot in a compiled module."""
+    return re.findall(r"= f32\[\d+,\d+\]\{[\d,]*\} dot\([^\n]*?lhs_contracting_dims=\{(\d)\}", hlo)
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dot-form property concerns XLA:CPU")
 @pytest.mark.parametrize("fn,transposed_w", [(matmul, False), (matmul_t, True)], ids=["matmul", "matmul_t"])
 @pytest.mark.parametrize("i,o", [(64, 96), (96, 64)])
@@ -102,10 +107,9 @@ def test_weight_gradient_dots_keep_contracting_dim_last(fn, transposed_w, i, o):
     x, w, ct = _inputs((128,), i, o, transposed_w=transposed_w)
     grad = jax.jit(jax.grad(lambda x, w: jnp.sum(fn(x, w) * ct), argnums=(0, 1)))
     hlo = grad.lower(x, w).compile().as_text()
-    dots = re.findall(r"= f32\[\d+,\d+\]\{[\d,]*\} dot\([^\n]*?lhs_contracting_dims=\{(\d)\}", hlo)
+    dots = _lhs_contracting_dims_of_2d_dots(hlo)
     assert dots, "no 2-D dot found in the compiled module"
     assert all(d == "1" for d in dots), f"a dot contracts over the lhs's first dimension: {dots}"
-
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the dot-form property concerns XLA:CPU")
@@ -117,7 +121,7 @@ def test_projections_backward_dots_keep_contracting_dim_last():
     cts = [jnp.asarray(rng.standard_normal((128, o)), jnp.float32) for o in (96, 32)]
     loss = lambda x, ks: sum(jnp.sum(y * c) for y, c in zip(projections(x, ks, (None, None)), cts))  # noqa: E731
     hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernels).compile().as_text()
-    dots = re.findall(r"= f32\[\d+,\d+\]\{[\d,]*\} dot\([^\n]*?lhs_contracting_dims=\{(\d)\}", hlo)
+    dots = _lhs_contracting_dims_of_2d_dots(hlo)
     assert len(dots) >= 4, f"expected the forward and backward dots in the compiled module, found {dots}"
     assert all(d == "1" for d in dots), f"a dot contracts over the lhs's first dimension: {dots}"
 
