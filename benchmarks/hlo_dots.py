@@ -30,10 +30,14 @@ class DotSpec(NamedTuple):
     batch: tuple[tuple[int, ...], tuple[int, ...]]
 
     @property
+    def rhs_free(self) -> list[int]:
+        """The rhs dimensions that are neither contracted nor batch: the last of the output's dimensions."""
+        return [j for j in range(len(self.rhs)) if j not in self.contracting[1] and j not in self.batch[1]]
+
+    @property
     def flops(self) -> int:
         """2 x multiply-adds: every lhs element meets every free rhs column."""
-        free = [n for i, n in enumerate(self.rhs) if i not in self.contracting[1] and i not in self.batch[1]]
-        return 2 * int(np.prod(self.lhs)) * int(np.prod(free))
+        return 2 * int(np.prod(self.lhs)) * int(np.prod([self.rhs[j] for j in self.rhs_free]))
 
     @property
     def einsum(self) -> str:
@@ -46,7 +50,7 @@ class DotSpec(NamedTuple):
             rhs[j] = lhs[i]
         shared = set(self.contracting[0]) | set(self.batch[0])
         out = ([lhs[i] for i in self.batch[0]] + [c for i, c in enumerate(lhs) if i not in shared]
-               + [c for j, c in enumerate(rhs) if j not in set(self.contracting[1]) | set(self.batch[1])])
+               + [rhs[j] for j in self.rhs_free])
         return f"{''.join(lhs)},{''.join(rhs)}->{''.join(out)}"
 
 
