@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 import sys
 
-import benchmarks.suites as suites
+import jaxmodels_benchmarks.suites as suites
 
 
 def available() -> list[str]:
@@ -26,13 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     suite, rest = argv[0], argv[1:]
     if suite == "all":
         for name in names:
-            if getattr(importlib.import_module(f"benchmarks.suites.{name.replace('-', '_')}"), "IN_ALL", True):
+            if getattr(importlib.import_module(f"jaxmodels_benchmarks.suites.{name.replace('-', '_')}"), "IN_ALL", True):
                 print(f"== {name}", flush=True)
-                importlib.import_module(f"benchmarks.suites.{name.replace('-', '_')}").main(rest)
+                importlib.import_module(f"jaxmodels_benchmarks.suites.{name.replace('-', '_')}").main(rest)
         return
     if suite not in names:
         sys.exit(f"unknown benchmark suite {suite!r}; available: {', '.join(names + ['all'])}")
-    importlib.import_module(f"benchmarks.suites.{suite.replace('-', '_')}").main(rest)
+    importlib.import_module(f"jaxmodels_benchmarks.suites.{suite.replace('-', '_')}").main(rest)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer
 
-from interop import vvalt_torch
-from interop.vvalt_convert import export_hf
+from jaxmodels_interop import vvalt_torch
+from jaxmodels_interop.vvalt_convert import export_hf
 from jaxmodels.vvalt import VVALTConfig, VVALTModel
 
 SENTENCES = ["V.V.A.L.T is a deterministic logic transformer",

@@ -51,7 +51,7 @@ def open_weights(src: Path):
     except CheckpointError as e:
         if "pytorch_model.bin" not in str(e) and "model.pt" not in str(e):
             raise
-    from interop.torch_bin import TorchBinCheckpoint
+    from jaxmodels_interop.torch_bin import TorchBinCheckpoint
 
     return TorchBinCheckpoint(src)
 
@@ -107,7 +107,7 @@ def to_hf(src: Path, dst: Path, *, dtype=None, max_shard=None, force=False, layo
         raise ValueError(f"--layout {layout!r} exists only for hyformer")
     with atomic_directory(dst, overwrite=force) as tmp:
         if family.model_type == "hyformer" and layout == "transformers":
-            from interop.hf_hyformer import export_code
+            from jaxmodels_interop.hf_hyformer import export_code
 
             hf_config["auto_map"] = export_code(tmp)
         tensors.sort(key=lambda t: t.key)
@@ -156,7 +156,7 @@ def verify(hf_dir: Path, ours_dir: Path, *, tolerance: float, seed: int = 0) -> 
     import torch
     import transformers
 
-    import interop.hf_hyformer  # noqa: F401  (registers model_type "hyformer" with the Auto classes)
+    import jaxmodels_interop.hf_hyformer  # noqa: F401  (registers model_type "hyformer" with the Auto classes)
     from jaxmodels.registry import from_pretrained
 
     if not sys.stderr.isatty():
@@ -185,7 +185,7 @@ def _is_vvalt(args) -> bool:
 
 def _convert_vvalt(args, dtype, max_shard) -> None:
     """V.V.A.L.T has its own exporter (three model classes, the twin's modeling code)."""
-    from interop import vvalt_convert
+    from jaxmodels_interop import vvalt_convert
 
     convert = vvalt_convert.from_hf if args.command == "from-hf" else vvalt_convert.to_hf
     summary = convert(args.src, args.dst, force=args.force, max_shard_bytes=max_shard, dtype=dtype)

@@ -97,7 +97,7 @@ class HFTeacher:
         import torch
         import transformers
 
-        from interop.hf_hyformer import HyformerModel  # registers model_type "hyformer" (our exports)
+        from jaxmodels_interop.hf_hyformer import HyformerModel  # registers model_type "hyformer" (our exports)
 
         self.dir = Path(model_dir)
         if not (self.dir / "config.json").is_file():
@@ -148,7 +148,7 @@ class HFTeacher:
         layers' `full_attention_inv_freq`); None for models without one (e.g. learned absolute positions).
         """
         if self._hyformer:
-            from interop.hf_hyformer.modeling_hyformer import rope_angles
+            from jaxmodels_interop.hf_hyformer.modeling_hyformer import rope_angles
 
             cos, sin = rope_angles(self._torch.arange(2)[None], self.model.config.head_dim)  # [1, 2, 1, H/2]
             return np.arctan2(sin[0, 1, 0].numpy(), cos[0, 1, 0].numpy()).astype(np.float64)

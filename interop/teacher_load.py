@@ -17,7 +17,7 @@ import json
 import re
 from pathlib import Path
 
-from interop.teacher import FlaxTeacher, HFTeacher, TeacherError, sha256_files
+from jaxmodels_interop.teacher import FlaxTeacher, HFTeacher, TeacherError, sha256_files
 
 BYTES = "bytes"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -52,7 +52,7 @@ def load_tokenizer_arg(value: str | None):
     """--tokenizer: None, "bytes" or a directory holding tokenizer.json -> None or a training.tokenizer object."""
     if value is None:
         return None
-    from training.tokenizer import load_tokenizer
+    from jaxmodels_training.tokenizer import load_tokenizer
 
     try:
         return load_tokenizer(None if value == BYTES else value)  # None there: the byte-level tokenizer

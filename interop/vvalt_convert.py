@@ -100,7 +100,7 @@ def verify_export(model, hf_dir: str | os.PathLike, *, batch: int = 4, seed: int
     """Runs `model` and the exported twin on the same random inputs; returns the largest output difference."""
     import torch
 
-    from interop import vvalt_torch
+    from jaxmodels_interop import vvalt_torch
 
     kind = kind_of(param_shapes(model), type(model).__name__)
     cls = {"base": vvalt_torch.VVALTModel, "classification": vvalt_torch.VVALTForSequenceClassification,

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numba
 import numpy as np
 
-import kernels.numba_config  # noqa: F401  (threading layer before the first parallel kernel)
+import jaxmodels_kernels.numba_config  # noqa: F401  (threading layer before the first parallel kernel)
 
-from kernels.seeding import as_generator
+from jaxmodels_kernels.seeding import as_generator
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numba
 import numpy as np
 
-import kernels.numba_config  # noqa: F401  (threading layer before the first parallel kernel)
+import jaxmodels_kernels.numba_config  # noqa: F401  (threading layer before the first parallel kernel)
 
 _BLOCK = 2048  # elements per cache block: 8 KiB of float32, well inside a 32 KiB L1 data cache
 

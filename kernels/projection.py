@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.countsketch import CountSketchParams, apply_count_sketch_host, apply_count_sketch_jax
-from kernels.rmsnorm import block_rmsnorm, block_rmsnorm_host, block_rmsnorm_jax
-from kernels.srht import SRHTParams, apply_block_srht_host, apply_block_srht_jax
+from jaxmodels_kernels.countsketch import CountSketchParams, apply_count_sketch_host, apply_count_sketch_jax
+from jaxmodels_kernels.rmsnorm import block_rmsnorm, block_rmsnorm_host, block_rmsnorm_jax
+from jaxmodels_kernels.srht import SRHTParams, apply_block_srht_host, apply_block_srht_jax
 
 __all__ = ["ProjectionStack", "block_rmsnorm", "block_rmsnorm_host", "block_rmsnorm_jax"]
 

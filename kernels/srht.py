@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels.fwht import fwht_host, fwht_jax, hadamard, next_pow2
-from kernels.rmsnorm import block_rmsnorm_host, block_rmsnorm_jax
-from kernels.seeding import as_generator
+from jaxmodels_kernels.fwht import fwht_host, fwht_jax, hadamard, next_pow2
+from jaxmodels_kernels.rmsnorm import block_rmsnorm_host, block_rmsnorm_jax
+from jaxmodels_kernels.seeding import as_generator
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -1,12 +1,12 @@
-"""benchmarks.harness: a timed call starts only once the previous call's leftover thread work is done."""
+"""jaxmodels_benchmarks.harness: a timed call starts only once the previous call's leftover thread work is done."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-import benchmarks.harness as harness
-from benchmarks.harness import process_cpu_seconds, settle, time_alternating
+import jaxmodels_benchmarks.harness as harness
+from jaxmodels_benchmarks.harness import process_cpu_seconds, settle, time_alternating
 
 
 def _burn(cpu_seconds: float) -> None:

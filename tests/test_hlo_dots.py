@@ -1,4 +1,4 @@
-"""benchmarks.hlo_dots finds a compiled module's dots (shapes, dimension numbers) and runs them alone."""
+"""jaxmodels_benchmarks.hlo_dots finds a compiled module's dots (shapes, dimension numbers) and runs them alone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
+from jaxmodels_benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
 
 
 def test_dots_of_a_compiled_module_are_found_and_rerun():

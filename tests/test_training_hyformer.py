@@ -1,4 +1,4 @@
-"""training.hyformer end to end on tiny data: loss falls, exact resume, run-directory safety, bad input."""
+"""jaxmodels_training.hyformer end to end on tiny data: loss falls, exact resume, run-directory safety, bad input."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from training import hyformer as cli
+from jaxmodels_training import hyformer as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(300))
@@ -117,7 +117,7 @@ def test_cli_errors_exit_cleanly(corpus, tmp_path, extra, message):
     empty.write_text("")
     extra = [str(empty) if e == "EMPTY" else e for e in extra]
     argv = ["--data", corpus, *COMMON, "--steps", "2", "--out", str(tmp_path / "o"), *extra]
-    proc = subprocess.run([sys.executable, "-m", "training.hyformer", *argv], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "jaxmodels_training.hyformer", *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
@@ -129,7 +129,7 @@ def test_mesh_matches_one_device(corpus, tmp_path):
     """data=2,fsdp=2 on 4 host CPU devices gives the losses of a single-device run."""
     script = textwrap.dedent(f"""
         import json, sys
-        from training import hyformer as cli
+        from jaxmodels_training import hyformer as cli
         common = {COMMON!r} + ["--data", {corpus!r}, "--steps", "5", "--eval-every", "0"]
         one = cli.train(cli.parse_args(common + ["--out", {str(tmp_path / 'one')!r}]))
         four = cli.train(cli.parse_args(common + ["--out", {str(tmp_path / 'four')!r}, "--mesh", "data=2,fsdp=2"]))
@@ -149,7 +149,7 @@ def test_ctrl_c_saves_and_resume_finishes(corpus, tmp_path):
 
     out = tmp_path / "int"
     argv = ["--data", corpus, *COMMON, "--steps", "100000", "--eval-every", "0", "--save-every", "0", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "training.hyformer", *argv], cwd=ROOT, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "jaxmodels_training.hyformer", *argv], cwd=ROOT, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 240

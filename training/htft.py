@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from interop.teacher import TeacherError, capture, token_stream
-from interop.teacher_load import load_teacher
+from jaxmodels_interop.teacher import TeacherError, capture, token_stream
+from jaxmodels_interop.teacher_load import load_teacher
 from jaxmodels.htfr import HTFRConfig
 from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint, HTFTTrainer,
                             HypertensorFieldTransformer, StageSpec, build_vocab_mapping, load_htft_checkpoint,
                             save_htft_checkpoint, teacher_truncated_nll)
-from training.data import load_documents
-from training.metrics import MetricsLog, progress
-from training.rundir import identity_changes
+from jaxmodels_training.data import load_documents
+from jaxmodels_training.metrics import MetricsLog, progress
+from jaxmodels_training.rundir import identity_changes
 
 # Settings that define a run: resuming with any of them changed is refused.
 IDENTITY = ("model", "tokenizer", "dataset", "dataset_config", "data", "train_tokens", "eval_tokens", "seq_len",

@@ -21,16 +21,16 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import Hyformer, HyformerConfig, generate
-from training import sharding
-from training.data import Batches, TokenStream, load_documents
-from training.masking import mask_tokens
-from training.cli_args import add_optimisation_args, add_run_args
-from training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
-from training.metrics import MetricsLog
-from training.optim import make_optimizer, make_schedule
-from training.rundir import RunDir, RunDirError
-from training.step import make_eval_step, make_train_step
-from training.tokenizer import load_tokenizer
+from jaxmodels_training import sharding
+from jaxmodels_training.data import Batches, TokenStream, load_documents
+from jaxmodels_training.masking import mask_tokens
+from jaxmodels_training.cli_args import add_optimisation_args, add_run_args
+from jaxmodels_training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
+from jaxmodels_training.metrics import MetricsLog
+from jaxmodels_training.optim import make_optimizer, make_schedule
+from jaxmodels_training.rundir import RunDir, RunDirError
+from jaxmodels_training.step import make_eval_step, make_train_step
+from jaxmodels_training.tokenizer import load_tokenizer
 
 DEMO = dict(preset="small", steps=600, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=60, eval_every=100,
             save_every=200)

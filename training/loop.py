@@ -17,8 +17,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from training.metrics import MetricsLog, is_finite, progress
-from training.rundir import RunDir, RunDirError
+from jaxmodels_training.metrics import MetricsLog, is_finite, progress
+from jaxmodels_training.rundir import RunDir, RunDirError
 
 
 class TrainingError(RuntimeError):

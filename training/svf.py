@@ -20,13 +20,13 @@ import numpy as np
 
 from jaxmodels.registry import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, SVFWrapper
-from training.metrics import MetricsLog, progress
-from training.cli_args import add_run_dir_args
-from training.loop import USER_ERRORS, TrainingError
-from training.rundir import RunDir
-from training.svf_rl import PromptCodec, SVFPPOTrainer
-from training.svf_tasks import get_task, split
-from training.tokenizer import load_tokenizer
+from jaxmodels_training.metrics import MetricsLog, progress
+from jaxmodels_training.cli_args import add_run_dir_args
+from jaxmodels_training.loop import USER_ERRORS, TrainingError
+from jaxmodels_training.rundir import RunDir
+from jaxmodels_training.svf_rl import PromptCodec, SVFPPOTrainer
+from jaxmodels_training.svf_tasks import get_task, split
+from jaxmodels_training.tokenizer import load_tokenizer
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -165,7 +165,7 @@ def train(args) -> dict:
 
 
 def main(argv=None) -> None:
-    from training import svf_adapt
+    from jaxmodels_training import svf_adapt
 
     p = argparse.ArgumentParser(prog="python -m training.svf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

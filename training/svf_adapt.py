@@ -22,9 +22,9 @@ from flax import nnx
 from jaxmodels.io import atomic_write_text
 from jaxmodels.svf import (OTHERS, HiddenStateClassifier, SVFWrapper, compute_cem_interpolation, parse_boxed,
                            pooled_features, select_expert)
-from training.svf_losses import token_logprobs
-from training.svf_rl import PromptCodec, accuracy_with, fixed_batches, rollout_with
-from training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, Example, exact_match, get_task, split
+from jaxmodels_training.svf_losses import token_logprobs
+from jaxmodels_training.svf_rl import PromptCodec, accuracy_with, fixed_batches, rollout_with
+from jaxmodels_training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, Example, exact_match, get_task, split
 
 STRATEGIES = ("base", "expert", "prompt", "classifier", "few-shot")
 

@@ -18,8 +18,8 @@ import optax
 from jaxmodels.generate import generate
 from jaxmodels.svf import SVFWrapper
 from jaxmodels.svf.patch import masks_from_z, patch_state
-from training.svf_losses import group_advantages, kl_ref_pi, ppo_loss, reinforce_loss, token_logprobs
-from training.svf_tasks import Example
+from jaxmodels_training.svf_losses import group_advantages, kl_ref_pi, ppo_loss, reinforce_loss, token_logprobs
+from jaxmodels_training.svf_tasks import Example
 
 
 class RewardError(ValueError):

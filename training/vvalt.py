@@ -21,13 +21,13 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification
-from training.cli_args import add_optimisation_args, add_run_args
-from training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
-from training.metrics import MetricsLog
-from training.optim import make_optimizer, make_schedule
-from training.rundir import RunDir, RunDirError
-from training.step import make_train_step
-from training.vvalt_task import Split, batch_indices, demo_task, load_npz
+from jaxmodels_training.cli_args import add_optimisation_args, add_run_args
+from jaxmodels_training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
+from jaxmodels_training.metrics import MetricsLog
+from jaxmodels_training.optim import make_optimizer, make_schedule
+from jaxmodels_training.rundir import RunDir, RunDirError
+from jaxmodels_training.step import make_train_step
+from jaxmodels_training.vvalt_task import Split, batch_indices, demo_task, load_npz
 
 TASKS = {"classification": VVALTForSequenceClassification, "regression": VVALTForRegression}
 PRESETS = {"demo": dict(input_dim=16, frame_dim=16, task_dim=8), "tiny": {}, "base": {}}

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.harness import write_results
+from jaxmodels_benchmarks.harness import write_results
 
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6,
@@ -29,7 +29,7 @@ def rss(field):
     for line in open("/proc/self/status"):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
-from interop import convert_cli  # imports jax, flax, safetensors first: they are not the conversion's memory
+from jaxmodels_interop import convert_cli  # imports jax, flax, safetensors first: they are not the conversion's memory
 mode, src, dst = sys.argv[1:4]
 base = rss("VmRSS:")
 t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import time_alternating, write_results
+from jaxmodels_benchmarks.harness import time_alternating, write_results
 
 SIZES = {
     "qwen2-4M": dict(vocab_size=8192, hidden_size=128, intermediate_size=384, num_hidden_layers=4,

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.harness import time_fn, write_results
+from jaxmodels_benchmarks.harness import time_fn, write_results
 from jaxmodels.htfr import HTFRClassifier, HTFRConfig, HTFRModel, HTFRRegressor, ReferenceField
 
 COLUMNS = ["part", "case", "impl", "samples_per_s", "ms_per_sample", "speedup", "check"]

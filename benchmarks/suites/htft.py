@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import markdown_table, time_alternating, write_results
-from benchmarks.suites import htft_summary
+from jaxmodels_benchmarks.harness import markdown_table, time_alternating, write_results
+from jaxmodels_benchmarks.suites import htft_summary
 from jaxmodels.io import atomic_write_text
 
 IN_ALL = False  # trains a teacher (about 15 min on 2 shared cores) unless --teacher is given
@@ -62,13 +62,13 @@ def train_teacher(work: Path, steps: list[str]) -> tuple[Path, dict]:
     """A byte-level Hyformer trained here and exported to Hugging Face; reused (with its recorded timings) when
     WORK/teacher_hf exists."""
     run, hf, record = work / "teacher", work / "teacher_hf", work / "teacher_info.json"
-    train = ["python", "-m", "training.hyformer", *TEACHER_ARGS, *steps, "--out", str(run)]
+    train = ["python", "-m", "jaxmodels_training.hyformer", *TEACHER_ARGS, *steps, "--out", str(run)]
     export = ["jaxmodels-convert", "to-hf", str(run), str(hf)]
     if hf.is_dir() and record.is_file():
         return hf, {**json.loads(record.read_text()), "reused": True}
     info = {"commands": [" ".join(train), " ".join(export)],
             "train_s": _run([sys.executable, *train[1:], "--force"]),
-            "export_s": _run([sys.executable, "-m", "interop.convert_cli", *export[1:], "--force"])}
+            "export_s": _run([sys.executable, "-m", "jaxmodels_interop.convert_cli", *export[1:], "--force"])}
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     info["teacher_eval_loss_own_split"] = evals[-1]["loss"] if evals else None
     atomic_write_text(record, json.dumps(info, indent=2) + "\n")
@@ -77,7 +77,7 @@ def train_teacher(work: Path, steps: list[str]) -> tuple[Path, dict]:
 
 def heldout_corpus(work: Path) -> Path:
     """The teacher trainer's held-out documents (every 20th stdlib file), joined as token_stream joins them."""
-    from training.data import load_documents
+    from jaxmodels_training.data import load_documents
 
     path = work / "heldout.txt"
     if not path.is_file():
@@ -136,11 +136,11 @@ def gap_closed(record: dict) -> float:
 
 
 def main(argv: list[str]) -> None:
-    from interop.teacher import capture
-    from interop.teacher_load import load_teacher
+    from jaxmodels_interop.teacher import capture
+    from jaxmodels_interop.teacher_load import load_teacher
     from jaxmodels.htft import load_htft_checkpoint
     from jaxmodels.htft.trainer import cross_entropy
-    from training import htft
+    from jaxmodels_training import htft
 
     if "--" in argv:
         argv, extra = argv[:argv.index("--")], argv[argv.index("--") + 1:]

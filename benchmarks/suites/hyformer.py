@@ -48,13 +48,13 @@ from flax import nnx
 import jaxmodels.layers.attention as attention_layers
 import jaxmodels.layers.dense as dense_layers
 import jaxmodels.layers.mlp as mlp_layers
-from benchmarks.harness import block, time_alternating, write_results
-from benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
+from jaxmodels_benchmarks.harness import block, time_alternating, write_results
+from jaxmodels_benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
 from jaxmodels import Hyformer, HyformerConfig
 from jaxmodels.layers.attention_core import reference_attention
-from training.hyformer import loss_fn
-from training.optim import make_optimizer
-from training.step import make_train_step
+from jaxmodels_training.hyformer import loss_fn
+from jaxmodels_training.optim import make_optimizer
+from jaxmodels_training.step import make_train_step
 
 D_MODEL, N_LAYERS, N_HEADS, SEQ_LEN, BATCH = 256, 4, 8, 128, 8
 FFN = 4 * D_MODEL
@@ -248,8 +248,8 @@ def torch_side(vocab: int, ids: np.ndarray, *, compiled: bool, fused_adamw: bool
 def twin_side(vocab: int, ids: np.ndarray) -> dict:
     """Our PyTorch Hyformer twin (interop.hf_hyformer) holding exactly the weights of `jax_side`'s model,
     copied through the conversion key table; trained with torch's default AdamW like `torch eager`."""
-    from interop.hf_hyformer import HyformerConfig as TwinConfig
-    from interop.hf_hyformer import HyformerForCausalLM
+    from jaxmodels_interop.hf_hyformer import HyformerConfig as TwinConfig
+    from jaxmodels_interop.hf_hyformer import HyformerForCausalLM
     from jaxmodels.checkpoint import flat_params
     from jaxmodels.hf.tables import HYFORMER
 

@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import time_alternating, time_fn, write_results
-from kernels.countsketch import apply_count_sketch_host, apply_count_sketch_jax, make_count_sketch
-from kernels.fwht import fwht_host, fwht_jax, reference_fwht
-from kernels.index import FaissIndex
-from kernels.srht import apply_block_srht_host, apply_block_srht_jax, make_block_srht
+from jaxmodels_benchmarks.harness import time_alternating, time_fn, write_results
+from jaxmodels_kernels.countsketch import apply_count_sketch_host, apply_count_sketch_jax, make_count_sketch
+from jaxmodels_kernels.fwht import fwht_host, fwht_jax, reference_fwht
+from jaxmodels_kernels.index import FaissIndex
+from jaxmodels_kernels.srht import apply_block_srht_host, apply_block_srht_jax, make_block_srht
 
 COLUMNS = ["benchmark", "case", "impl", "median_ms", "figure", "unit", "best", "vs_baseline"]
 

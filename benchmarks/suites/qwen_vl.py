@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.harness import time_alternating, time_fn, write_results
+from jaxmodels_benchmarks.harness import time_alternating, time_fn, write_results
 
 IN_ALL = False  # needs torchvision (see docs/qwen_vl.md); run it by name
 
@@ -57,8 +57,8 @@ def main(argv: list[str]) -> None:
 
     import torch
 
-    from interop.qwen_vl import OnlineLLM, available_attn_implementations
-    from interop.qwen_vl.tiny import build_tiny
+    from jaxmodels_interop.qwen_vl import OnlineLLM, available_attn_implementations
+    from jaxmodels_interop.qwen_vl.tiny import build_tiny
 
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"

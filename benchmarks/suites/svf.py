@@ -23,15 +23,15 @@ from pathlib import Path
 
 from flax import nnx
 
-from benchmarks.harness import write_results
+from jaxmodels_benchmarks.harness import write_results
 from jaxmodels import HyformerConfig, LlamaForCausalLM, Qwen2Config, from_pretrained
 from jaxmodels.io import atomic_write_text
 from jaxmodels.svf import SVFWrapper, select_matrices
-from training import hyformer as hyformer_cli
-from training import svf as svf_cli
-from training.svf_adapt import STRATEGIES, Adapter, evaluate_all, table
-from training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, DOMAINS, HELD_OUT, corpus, get_task, split
-from training.tokenizer import ByteTokenizer
+from jaxmodels_training import hyformer as hyformer_cli
+from jaxmodels_training import svf as svf_cli
+from jaxmodels_training.svf_adapt import STRATEGIES, Adapter, evaluate_all, table
+from jaxmodels_training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, DOMAINS, HELD_OUT, corpus, get_task, split
+from jaxmodels_training.tokenizer import ByteTokenizer
 
 DEMO_CONFIG = dict(vocab_size=260, d_model=128, n_heads=4, n_layers=4, max_seq_len=64)
 PRETRAIN = dict(steps=1500, batch_size=32, seq_len=64, lr=3e-3, warmup_steps=50)
@@ -161,6 +161,6 @@ def main(argv: list[str]) -> None:
 
 
 def _md(rows: list[dict]) -> str:
-    from benchmarks.harness import markdown_table
+    from jaxmodels_benchmarks.harness import markdown_table
 
     return markdown_table(rows)

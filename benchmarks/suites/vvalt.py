@@ -17,7 +17,7 @@ import numpy as np
 import statistics
 import time
 
-from benchmarks.harness import block, write_results
+from jaxmodels_benchmarks.harness import block, write_results
 from jaxmodels.vvalt import VVALTConfig, VVALTModel, original_weights
 from jaxmodels.vvalt import reference as ref
 

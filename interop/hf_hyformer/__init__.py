@@ -12,8 +12,8 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from interop.hf_hyformer.configuration_hyformer import HyformerConfig
-from interop.hf_hyformer.modeling_hyformer import HyformerForCausalLM, HyformerModel, HyformerOutput, KVCache
+from jaxmodels_interop.hf_hyformer.configuration_hyformer import HyformerConfig
+from jaxmodels_interop.hf_hyformer.modeling_hyformer import HyformerForCausalLM, HyformerModel, HyformerOutput, KVCache
 
 CODE_FILES = ("configuration_hyformer.py", "modeling_hyformer.py")
 AUTO_MAP = {"AutoConfig": "configuration_hyformer.HyformerConfig",

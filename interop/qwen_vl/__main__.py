@@ -1,5 +1,5 @@
 import sys
 
-from interop.qwen_vl.cli import main
+from jaxmodels_interop.qwen_vl.cli import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from interop.qwen_vl.loading import ATTN_IMPLEMENTATIONS
+from jaxmodels_interop.qwen_vl.loading import ATTN_IMPLEMENTATIONS
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _runner(args, **extra):
-    from interop.qwen_vl.runner import OnlineLLM
+    from jaxmodels_interop.qwen_vl.runner import OnlineLLM
 
     llm = OnlineLLM(args.model, attn_implementation=args.attn, dtype=args.dtype, device_map=args.device_map,
                     min_pixels=args.min_pixels, max_pixels=args.max_pixels, lora_rank=args.lora_rank,
@@ -67,8 +67,8 @@ def cmd_learn(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from benchmarks.harness import markdown_table
-    from interop.qwen_vl.validate import validate
+    from jaxmodels_benchmarks.harness import markdown_table
+    from jaxmodels_interop.qwen_vl.validate import validate
 
     rows = validate(args.model, prompt=args.prompt, image=args.image, max_tokens=args.max_tokens, atol=args.atol,
                     flax=not args.no_flax, attn_implementation=args.attn)
@@ -80,7 +80,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_tiny(args) -> int:
-    from interop.qwen_vl.tiny import build_tiny
+    from jaxmodels_interop.qwen_vl.tiny import build_tiny
 
     print(build_tiny(args.out, seed=args.seed, overwrite=args.force))
     return 0

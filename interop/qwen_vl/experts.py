@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from interop.svf_torch import patched_weights
+from jaxmodels_interop.svf_torch import patched_weights
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 

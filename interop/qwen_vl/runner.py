@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from interop.qwen_vl import images as imgs
-from interop.qwen_vl.adapters import DEFAULT_TARGETS, AdapterBank
-from interop.qwen_vl.coalesce import Coalescer
-from interop.qwen_vl.experts import ExpertBank
-from interop.qwen_vl.loading import HFQwen2_5_VL, load_hf_qwen2_5_vl_model
-from interop.qwen_vl.prompts import encode_example, encode_prompts
+from jaxmodels_interop.qwen_vl import images as imgs
+from jaxmodels_interop.qwen_vl.adapters import DEFAULT_TARGETS, AdapterBank
+from jaxmodels_interop.qwen_vl.coalesce import Coalescer
+from jaxmodels_interop.qwen_vl.experts import ExpertBank
+from jaxmodels_interop.qwen_vl.loading import HFQwen2_5_VL, load_hf_qwen2_5_vl_model
+from jaxmodels_interop.qwen_vl.prompts import encode_example, encode_prompts
 
 
 class OnlineLLM:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from interop.qwen_vl.loading import HFQwen2_5_VL
-from interop.qwen_vl.runner import OnlineLLM
+from jaxmodels_interop.qwen_vl.loading import HFQwen2_5_VL
+from jaxmodels_interop.qwen_vl.runner import OnlineLLM
 
 DEFAULT_PROMPT = "Describe the image in one sentence."
 
@@ -139,7 +139,7 @@ def validate(model: str | os.PathLike | OnlineLLM, *, prompt: str = DEFAULT_PROM
              attn_implementation: str | None = "eager") -> list[dict[str, Any]]:
     """Runs every check; returns one row per check with an "ok" flag. `image`: PIL image, path, or "synthetic"
     (a fixed 56x56 gradient). Parity is meaningful in float32, so a path is loaded in float32."""
-    from interop.qwen_vl.images import to_pil
+    from jaxmodels_interop.qwen_vl.images import to_pil
 
     llm = model if isinstance(model, OnlineLLM) else OnlineLLM(
         model, temperature=0.0, max_tokens=max_tokens, attn_implementation=attn_implementation, dtype="float32")

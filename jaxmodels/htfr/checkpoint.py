@@ -23,7 +23,7 @@ from jaxmodels.htfr.hypertensor import INTERPOLATIONS, interpolation_id
 from jaxmodels.htfr.model import HTFRModel
 from jaxmodels.htfr.state import FieldState
 from jaxmodels.io import atomic_open
-from kernels.projection import ProjectionStack
+from jaxmodels_kernels.projection import ProjectionStack
 
 FORMAT = "jaxmodels-htfr-1"
 _STATE_KEYS = ("normals", "deltas", "dneg", "dpos", "taus", "ref_radius", "usage", "avg_dist", "loss_trace",

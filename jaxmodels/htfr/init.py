@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kernels.seeding import as_generator
+from jaxmodels_kernels.seeding import as_generator
 
 
 def random_tensors(m: int, d_in: int, d_out: int, *, seed, tau: float = 1.0, reference_radius: float = 5.0,

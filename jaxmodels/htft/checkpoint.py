@@ -25,7 +25,7 @@ from jaxmodels.htft.context import ContextBuilderConfig
 from jaxmodels.htft.model import HypertensorFieldTransformer, StageState
 from jaxmodels.htft.vocab import VocabMapping
 from jaxmodels.io import atomic_open
-from kernels.projection import ProjectionStack
+from jaxmodels_kernels.projection import ProjectionStack
 
 FORMAT = "jaxmodels-htft-1"
 STAGES = ("stage1", "stage2")

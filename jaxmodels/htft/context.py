@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from kernels.hashing import hashed_ngram_features
+from jaxmodels_kernels.hashing import hashed_ngram_features
 
 
 def rope_phases(inv_freq, window_size: int) -> np.ndarray:

@@ -11,9 +11,9 @@ import dataclasses
 import numpy as np
 
 from jaxmodels.htfr import HTFRConfig, HTFRModel
-from kernels.countsketch import make_count_sketch
-from kernels.projection import ProjectionStack
-from kernels.srht import make_block_srht
+from jaxmodels_kernels.countsketch import make_count_sketch
+from jaxmodels_kernels.projection import ProjectionStack
+from jaxmodels_kernels.srht import make_block_srht
 
 
 @dataclasses.dataclass

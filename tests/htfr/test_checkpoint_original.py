@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from jaxmodels.htfr import load_original_checkpoint, save_original_checkpoint
-from kernels.countsketch import make_count_sketch
-from kernels.srht import make_block_srht
+from jaxmodels_kernels.countsketch import make_count_sketch
+from jaxmodels_kernels.srht import make_block_srht
 
 
 def original_archive(path):

@@ -73,7 +73,7 @@ def hyformer_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hyformer_hf(hyformer_run, tmp_path_factory):
     """The same tiny Hyformer exported by `jaxmodels-convert to-hf` (no tokenizer files: byte-level)."""
-    from interop.convert_cli import to_hf
+    from jaxmodels_interop.convert_cli import to_hf
 
     out = tmp_path_factory.mktemp("hyformer_hf") / "hf"
     to_hf(hyformer_run, out)

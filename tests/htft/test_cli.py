@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from interop.teacher import HFTeacher, generate_greedy
+from jaxmodels_interop.teacher import HFTeacher, generate_greedy
 from jaxmodels.htft import HTFTTrainer, load_htft_checkpoint
-from training import htft
+from jaxmodels_training import htft
 
 TINY = ["--train-tokens", "300", "--eval-tokens", "120", "--seq-len", "12", "--stride", "6", "--stage1-tensors", "24",
         "--stage2-tensors", "32", "--stage1-countsketch-dim", "256", "--stage2-countsketch-dim", "64",

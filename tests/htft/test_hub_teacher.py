@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from interop.teacher import TeacherError
-from interop.teacher_load import resolve_model_dir
+from jaxmodels_interop.teacher import TeacherError
+from jaxmodels_interop.teacher_load import resolve_model_dir
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -5,13 +5,13 @@ import shutil
 
 import pytest
 
-from interop.teacher import FlaxTeacher, HFTeacher, TeacherError, generate_greedy
-from interop.teacher_load import load_teacher
+from jaxmodels_interop.teacher import FlaxTeacher, HFTeacher, TeacherError, generate_greedy
+from jaxmodels_interop.teacher_load import load_teacher
 from jaxmodels.htft import load_htft_checkpoint
 from tests.htft.conftest import make_hyformer_run, make_tokenizer
 from tests.htft.test_cli import TINY, lines
-from training import htft
-from training.tokenizer import ByteTokenizer, HFTokenizer
+from jaxmodels_training import htft
+from jaxmodels_training.tokenizer import ByteTokenizer, HFTokenizer
 
 
 def test_load_teacher_picks_the_kind_and_the_tokenizer(hyformer_run, teacher_dir, tmp_path):

@@ -4,8 +4,8 @@ RoPE, Llama with scaled RoPE), our exported Hyformer and our Flax Hyformer."""
 import numpy as np
 import pytest
 
-from interop.teacher import HFTeacher, TeacherError, capture, token_stream
-from interop.teacher_load import load_teacher
+from jaxmodels_interop.teacher import HFTeacher, TeacherError, capture, token_stream
+from jaxmodels_interop.teacher_load import load_teacher
 from jaxmodels.htft import ContextBuilder, ContextBuilderConfig, rope_phases
 from tests.htft.conftest import CORPUS, make_tokenizer
 

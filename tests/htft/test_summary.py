@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from benchmarks.suites import htft_summary
+from jaxmodels_benchmarks.suites import htft_summary
 
 
 def test_summary_table_plot_and_errors(tmp_path, capsys):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from interop.teacher import HFTeacher, TeacherError, capture, token_stream, window_starts
+from jaxmodels_interop.teacher import HFTeacher, TeacherError, capture, token_stream, window_starts
 from tests.htft.conftest import CORPUS, make_teacher
 
 
@@ -57,9 +57,9 @@ def test_flax_teacher_capture():
 
     from flax import nnx
 
-    from interop.teacher import FlaxTeacher
+    from jaxmodels_interop.teacher import FlaxTeacher
     from jaxmodels import Hyformer, HyformerConfig
-    from training.tokenizer import ByteTokenizer
+    from jaxmodels_training.tokenizer import ByteTokenizer
 
     model = Hyformer(dataclasses.replace(HyformerConfig.tiny(), vocab_size=260), rngs=nnx.Rngs(0))
     teacher = FlaxTeacher(model, ByteTokenizer(), name="tiny", fingerprint="tiny-0")

@@ -13,7 +13,7 @@ import transformers
 from safetensors.numpy import load_file
 from safetensors.torch import load_file as torch_load_file
 
-from interop import convert_cli
+from jaxmodels_interop import convert_cli
 from jaxmodels import Hyformer, HyformerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def tensors(path):
 
 
 def cli(*argv):
-    return subprocess.run([sys.executable, "-m", "interop.convert_cli", *map(str, argv)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "jaxmodels_interop.convert_cli", *map(str, argv)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 from flax import nnx
 from transformers import AutoModel, AutoModelForCausalLM
 
-from interop.hf_hyformer import HyformerConfig, HyformerForCausalLM, HyformerModel, KVCache, export_code
+from jaxmodels_interop.hf_hyformer import HyformerConfig, HyformerForCausalLM, HyformerModel, KVCache, export_code
 from jaxmodels import Hyformer
 from jaxmodels import HyformerConfig as FlaxHyformerConfig
 from jaxmodels.checkpoint import flat_params

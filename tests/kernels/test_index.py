@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kernels.index import FaissIndex
+from jaxmodels_kernels.index import FaissIndex
 
 
 @pytest.mark.parametrize("kind", ["flat", "exact", "hnsw", "ivf"])

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.countsketch import apply_count_sketch, make_count_sketch, reference_count_sketch
-from kernels.fwht import fwht, fwht_host, fwht_jax, hadamard, next_pow2, reference_fwht
-from kernels.hashing import (hashed_ngram_features, hashed_ngram_features_jax, reference_hashed_ngram_features,
+from jaxmodels_kernels.countsketch import apply_count_sketch, make_count_sketch, reference_count_sketch
+from jaxmodels_kernels.fwht import fwht, fwht_host, fwht_jax, hadamard, next_pow2, reference_fwht
+from jaxmodels_kernels.hashing import (hashed_ngram_features, hashed_ngram_features_jax, reference_hashed_ngram_features,
                              stable_hash)
-from kernels.projection import ProjectionStack, block_rmsnorm
-from kernels.srht import apply_block_srht, make_block_srht, reference_block_srht
+from jaxmodels_kernels.projection import ProjectionStack, block_rmsnorm
+from jaxmodels_kernels.srht import apply_block_srht, make_block_srht, reference_block_srht
 
 
 def close(a, b, max_tol, mean_tol):

@@ -22,14 +22,14 @@ torch.set_num_threads(1)  # two cores shared by two xdist workers
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    from interop.qwen_vl.tiny import build_tiny
+    from jaxmodels_interop.qwen_vl.tiny import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("qwen_vl") / "tiny")
 
 
 @pytest.fixture(scope="module")
 def llm(tiny_dir):
-    from interop.qwen_vl import OnlineLLM
+    from jaxmodels_interop.qwen_vl import OnlineLLM
 
     return OnlineLLM(tiny_dir, temperature=0.0, max_tokens=6, lora_rank=4, lora_alpha=8, attn_implementation="sdpa")
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from interop.qwen_vl import OnlineLLM
-from interop.qwen_vl.prompts import IGNORE_INDEX, encode_example
+from jaxmodels_interop.qwen_vl import OnlineLLM
+from jaxmodels_interop.qwen_vl.prompts import IGNORE_INDEX, encode_example
 
 PROMPT, ANSWER = "Who is a good dog?", "a golden retriever"
 

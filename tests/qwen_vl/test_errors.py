@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from interop.qwen_vl import ModelDirectoryError, OnlineLLM, UnknownAdapterError, load_hf_qwen2_5_vl_model
-from interop.qwen_vl.cli import main as cli
+from jaxmodels_interop.qwen_vl import ModelDirectoryError, OnlineLLM, UnknownAdapterError, load_hf_qwen2_5_vl_model
+from jaxmodels_interop.qwen_vl.cli import main as cli
 
 
 @pytest.fixture

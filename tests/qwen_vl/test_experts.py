@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import jaxmodels
-from interop.qwen_vl import OnlineLLM
-from interop.qwen_vl.cli import main as cli_main
-from interop.qwen_vl.validate import qwen2_checkpoint
+from jaxmodels_interop.qwen_vl import OnlineLLM
+from jaxmodels_interop.qwen_vl.cli import main as cli_main
+from jaxmodels_interop.qwen_vl.validate import qwen2_checkpoint
 from jaxmodels.svf import ExpertMismatchError, SVFWrapper
 
 PROMPT = "Name three colours."

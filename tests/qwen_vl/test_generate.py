@@ -4,7 +4,7 @@ import asyncio
 
 import torch
 
-from interop.qwen_vl import available_attn_implementations, resolve_attn_implementation
+from jaxmodels_interop.qwen_vl import available_attn_implementations, resolve_attn_implementation
 
 
 def test_text_generation_returns_only_the_new_tokens(llm):

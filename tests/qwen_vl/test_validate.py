@@ -5,8 +5,8 @@ import json
 import torch
 from safetensors.torch import load_file
 
-from interop.qwen_vl.cli import main as cli
-from interop.qwen_vl.validate import qwen2_checkpoint, validate
+from jaxmodels_interop.qwen_vl.cli import main as cli
+from jaxmodels_interop.qwen_vl.validate import qwen2_checkpoint, validate
 
 
 def test_validate_passes_against_transformers_and_flax(llm):
@@ -25,7 +25,7 @@ def test_validate_passes_against_transformers_and_flax(llm):
 
 
 def test_validate_notices_a_runner_that_differs(tiny_dir):
-    from interop.qwen_vl import OnlineLLM
+    from jaxmodels_interop.qwen_vl import OnlineLLM
 
     broken = OnlineLLM(tiny_dir, temperature=0.0, attn_implementation="eager")
     with torch.no_grad():

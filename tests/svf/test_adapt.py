@@ -7,11 +7,11 @@ import pytest
 
 from jaxmodels import Hyformer, HyformerConfig
 from jaxmodels.svf import SVFWrapper
-from training import svf as svf_cli
-from training.svf_adapt import Adapter
-from training.svf_rl import rollout_with
-from training.svf_tasks import Example, exact_match, get_task
-from training.tokenizer import ByteTokenizer
+from jaxmodels_training import svf as svf_cli
+from jaxmodels_training.svf_adapt import Adapter
+from jaxmodels_training.svf_rl import rollout_with
+from jaxmodels_training.svf_tasks import Example, exact_match, get_task
+from jaxmodels_training.tokenizer import ByteTokenizer
 
 
 @pytest.fixture(scope="module")

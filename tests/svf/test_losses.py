@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.svf_losses import group_advantages, kl_ref_pi, ppo_loss, reinforce_loss, token_logprobs
+from jaxmodels_training.svf_losses import group_advantages, kl_ref_pi, ppo_loss, reinforce_loss, token_logprobs
 
 
 def test_token_logprobs_pick_the_next_token():

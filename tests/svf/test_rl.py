@@ -11,9 +11,9 @@ from flax import nnx
 
 from jaxmodels import Hyformer, HyformerConfig
 from jaxmodels.svf import SVFWrapper
-from training import svf as svf_cli
-from training.svf_rl import PromptCodec, RewardError, SVFPolicy, SVFPPOTrainer
-from training.svf_tasks import Example
+from jaxmodels_training import svf as svf_cli
+from jaxmodels_training.svf_rl import PromptCodec, RewardError, SVFPolicy, SVFPPOTrainer
+from jaxmodels_training.svf_tasks import Example
 
 CHARS = "abcdefghijklm"
 TARGET = "cdefgh"  # a first letter from this set earns +1

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 import jaxmodels
-from interop.svf_torch import apply_expert, restore_weights
+from jaxmodels_interop.svf_torch import apply_expert, restore_weights
 from jaxmodels.svf import ExpertMismatchError, SVFWrapper
 from tests.svf.helpers import logits
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from training import svf_tasks
-from training.svf_tasks import (DEMO_CLASSIFY_TEMPLATE, DOMAINS, HELD_OUT, OTHERS_LABEL, corpus, corpus_lines,
+from jaxmodels_training import svf_tasks
+from jaxmodels_training.svf_tasks import (DEMO_CLASSIFY_TEMPLATE, DOMAINS, HELD_OUT, OTHERS_LABEL, corpus, corpus_lines,
                                 exact_match, get_task, is_test_prompt, split)
 
 

@@ -13,8 +13,8 @@ import torch
 from safetensors.numpy import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from interop import vvalt_convert as convert
-from interop import vvalt_torch as twin
+from jaxmodels_interop import vvalt_convert as convert
+from jaxmodels_interop import vvalt_torch as twin
 from jaxmodels.vvalt import VVALTForRegression, VVALTForSequenceClassification, VVALTModel, original_weights
 from tests.vvalt.helpers import TINY, adjacency, inputs
 

@@ -1,4 +1,4 @@
-"""training.vvalt end to end: task conditioning is learned, exact resume, regression, bad input."""
+"""jaxmodels_training.vvalt end to end: task conditioning is learned, exact resume, regression, bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from jaxmodels.vvalt import VVALTForRegression, load, original_weights
-from training import vvalt as cli
+from jaxmodels_training import vvalt as cli
 
 COMMON = ["--train-size", "2048", "--eval-size", "512", "--batch-size", "64", "--lr", "3e-3", "--warmup-steps", "10",
           "--log-every", "5"]
