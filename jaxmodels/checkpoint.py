@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -26,16 +27,26 @@ def flat_params(model: nnx.Module) -> dict[str, jax.Array]:
     return {param_key(path): var[...] for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
+def model_tensors(model: nnx.Module) -> list[PlannedTensor]:
+    """Every parameter as a PlannedTensor keyed by its path, sorted (copied to the host when written)."""
+    return [PlannedTensor(k, tuple(v.shape), np.dtype(v.dtype), lambda v=v: np.asarray(jax.device_get(v)))
+            for k, v in sorted(flat_params(model).items())]
+
+
 def native_config(config) -> dict:
     return {**config.to_dict(), FORMAT_KEY: FORMAT_VERSION}
 
 
-def save_model(model: nnx.Module, config, path: str | os.PathLike, *, overwrite: bool = True,
-               max_shard_bytes: int | None = None) -> Path:
+def write_native(config, tensors: Sequence[PlannedTensor], path: str | os.PathLike, *, overwrite: bool,
+                 max_shard_bytes: int | None = None) -> Path:
     """Writes config.json and model.safetensors (or shards + index) into `path` atomically."""
-    planned = [PlannedTensor(k, tuple(v.shape), np.dtype(v.dtype), lambda v=v: np.asarray(jax.device_get(v)))
-               for k, v in sorted(flat_params(model).items())]
     with atomic_directory(path, overwrite=overwrite) as tmp:
-        write_shards(planned, tmp, max_shard_bytes=max_shard_bytes, metadata={"format": "jaxmodels"})
+        write_shards(list(tensors), tmp, max_shard_bytes=max_shard_bytes, metadata={"format": "jaxmodels"})
         (tmp / CONFIG_NAME).write_text(json.dumps(native_config(config), indent=2, sort_keys=True) + "\n")
     return Path(path)
+
+
+def save_model(model: nnx.Module, config, path: str | os.PathLike, *, overwrite: bool = True,
+               max_shard_bytes: int | None = None) -> Path:
+    """Writes `model` (with `config`) in our format; see jaxmodels.pretrained.save_pretrained."""
+    return write_native(config, model_tensors(model), path, overwrite=overwrite, max_shard_bytes=max_shard_bytes)

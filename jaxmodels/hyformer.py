@@ -16,11 +16,15 @@ from flax import nnx
 
 from jaxmodels import checkpoint, losses
 from jaxmodels.config import ConfigMixin
+from jaxmodels.family import Family, RemoteCode, register
+from jaxmodels.hf.config_policy import HFConfigReader
+from jaxmodels.hf.tables import HYFORMER
 from jaxmodels.layers.cache import KVCache
 from jaxmodels.layers.decoder import Decoder, DecoderSpec
 from jaxmodels.layers.dropout import dropout
 from jaxmodels.layers.linear import Linear
 from jaxmodels.layers.norms import LayerNorm
+from jaxmodels.pretrained import Pretrained
 
 TASKS = ("lm", "mlm", "prediction")
 PREDICTION_TYPES = ("classification", "regression", "multilabel")
@@ -132,8 +136,11 @@ def _check_task(task: str) -> None:
         raise ValueError(f"unknown task {task!r}; valid tasks are {list(TASKS)}")
 
 
-class Hyformer(Decoder):
-    """The Flax NNX Hyformer. Call as `model(input_ids, task="lm", attention_mask=None, labels=None)`."""
+class Hyformer(Pretrained, Decoder):
+    """The Flax NNX Hyformer. Call as `model(input_ids, task="lm", attention_mask=None, labels=None)`.
+
+    `Hyformer.from_pretrained(dir)` reads our checkpoints, the original's and our PyTorch twin's.
+    """
 
     def __init__(self, config: HyformerConfig, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         super().__init__(config.decoder_spec(), param_dtype=param_dtype, rngs=rngs)
@@ -145,16 +152,6 @@ class Hyformer(Decoder):
     @classmethod
     def from_config(cls, config: HyformerConfig, *, seed: int = 0, param_dtype=jnp.float32) -> Hyformer:
         return cls(config, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
-
-    @classmethod
-    def from_pretrained(cls, path, *, dtype=None) -> Hyformer:
-        """Our checkpoint directory, or the original's / our PyTorch twin's (config.json + safetensors)."""
-        from jaxmodels.registry import from_pretrained
-
-        return from_pretrained(path, model_type="hyformer", dtype=dtype)
-
-    def save_pretrained(self, path, *, overwrite: bool = True):
-        return checkpoint.save_model(self, self.config, path, overwrite=overwrite)
 
     def get_num_params(self, trainable_only: bool = False) -> int:
         """Parameter count; the tied heads are the embedding, counted once (all parameters are trainable)."""
@@ -222,3 +219,47 @@ class PredictionHead(nnx.Module):
         loss = None if labels is None else losses.compute_prediction_loss(
             logits, labels, self.num_labels, multilabel=self.multilabel)
         return logits, loss
+
+
+# -- the family record --------------------------------------------------------------------------------------
+# The original's config.json holds only these fields (and no model_type); our twin's adds the rest of ours.
+ORIGINAL_FIELDS = ("vocab_size", "d_model", "n_heads", "n_layers", "max_seq_len", "attn_dropout", "resid_dropout",
+                   "eps", "num_prediction_tasks")
+_CODE_FILES = ("configuration_hyformer.py", "modeling_hyformer.py")
+
+
+def _from_hf(hf: dict, source: str) -> tuple[HyformerConfig, dict]:
+    """The twin's or the original's config.json; the twin also reads tie_word_embeddings (always True)."""
+    fields = {f.name: f.name for f in dataclasses.fields(HyformerConfig)}
+    reader = HFConfigReader("hyformer", fields, {"tie_word_embeddings": (True,)})
+    values, ignored = reader.read({k: v for k, v in hf.items() if k != "model_type"}, source=source)
+    return HyformerConfig.from_dict(values, source=source), ignored
+
+
+def _to_hf(config: HyformerConfig, cls: type) -> dict:
+    return {**config.to_dict(), "architectures": ["HyformerForCausalLM"], "tie_word_embeddings": True}
+
+
+def _original_layout(config: HyformerConfig, hf_config: dict, tensors: list) -> tuple[dict, list]:
+    """The original's files: only its config fields, and heads.lm / heads.mlm written as copies of the embedding."""
+    extras = {k: v for k, v in config.to_dict().items() if k not in ORIGINAL_FIELDS and k != "model_type"}
+    defaults = HyformerConfig(vocab_size=config.vocab_size).to_dict()
+    changed = sorted(k for k, v in extras.items() if v != defaults[k])
+    if changed:
+        raise ValueError(f"the original Hyformer config cannot represent {changed}; use --layout transformers")
+    embed = next(t for t in tensors if t.key == "embed.weight")
+    heads = [dataclasses.replace(embed, key=k) for k in ("heads.lm.weight", "heads.mlm.weight")]
+    return {k: config.to_dict()[k] for k in ORIGINAL_FIELDS}, tensors + heads
+
+
+HYFORMER_FAMILY = register(Family(
+    name="hyformer", config_class=HyformerConfig, model_classes=(Hyformer,), table=HYFORMER,
+    from_hf=_from_hf, to_hf=_to_hf,
+    tied=lambda config: {"heads.lm.weight": "embed.weight", "heads.mlm.weight": "embed.weight"},
+    detect=lambda hf: all(k in hf for k in ("vocab_size", "d_model", "n_heads", "n_layers")),
+    layouts={"original": _original_layout},
+    remote_code=RemoteCode("jaxmodels_interop.hf_hyformer", {f: f for f in _CODE_FILES}, lambda cls: {
+        "AutoConfig": "configuration_hyformer.HyformerConfig", "AutoModel": "modeling_hyformer.HyformerModel",
+        "AutoModelForCausalLM": "modeling_hyformer.HyformerForCausalLM"}),
+    twin="jaxmodels_interop.hf_hyformer",
+    presets={"tiny": HyformerConfig.tiny, "small": HyformerConfig.small, "base": HyformerConfig.base}))

@@ -8,31 +8,52 @@ q/k/v (Qwen2) or q/k/v/o (Llama `attention_bias`) biases, RMSNorm, tied or untie
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from jaxmodels import checkpoint
+from jaxmodels.family import Family, register
 from jaxmodels.config import ConfigMixin
+from jaxmodels.hf.config_policy import HFConfigReader
 from jaxmodels.hyformer import ModelOutput
 from jaxmodels.layers.cache import KVCache
 from jaxmodels.layers.decoder import Decoder, DecoderSpec
 from jaxmodels.layers.linear import Embed
+from jaxmodels.hf.tables import LLAMA
 from jaxmodels.losses import compute_lm_loss
+from jaxmodels.pretrained import Pretrained
 
-_ROPE_TYPES = ("default", "linear", "llama3")
-# transformers config.json keys that carry no information about the computation.
-_BOOKKEEPING = {
-    "architectures", "dtype", "torch_dtype", "transformers_version", "initializer_range", "use_cache",
-    "bos_token_id", "eos_token_id", "pad_token_id", "attention_dropout", "model_type", "_name_or_path",
-    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "tie_encoder_decoder",
-    "is_encoder_decoder", "chunk_size_feed_forward", "id2label", "label2id", "problem_type", "tokenizer_class",
-    "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "finetuning_task",
-    "cross_attention_hidden_size", "add_cross_attention", "is_decoder", "pruned_heads", "tf_legacy_loss",
-    "use_bfloat16", "generation_config", "quantization_config_applied", "auto_map", "max_length",
-}
+# rope_parameters keys that transformers' rotary embedding reads, per rope type.
+_ROPE_KEYS = {"default": ("rope_theta", "partial_rotary_factor"),
+              "linear": ("rope_theta", "partial_rotary_factor", "factor"),
+              "llama3": ("rope_theta", "partial_rotary_factor", "factor", "low_freq_factor", "high_freq_factor",
+                         "original_max_position_embeddings")}
+# The attributes transformers' LlamaForCausalLM reads that map onto our fields (generation ids ride along).
+_LLAMA_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "attention_bias",
+                 "mlp_bias", "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")
+_LLAMA_FIXED = {"hidden_act": ("silu",), "attention_dropout": (0, 0.0)}
+
+
+def _rope(hf: dict[str, Any]) -> tuple[float, dict | None, list[str], dict[str, Any]]:
+    """Pops the rope attributes (transformers 5's `rope_parameters`, or the older `rope_theta` / `rope_scaling`)
+    -> (theta, scaling or None, problems, ignored)."""
+    rope = dict(hf.pop("rope_parameters", None) or {})
+    rope.update(hf.pop("rope_scaling", None) or {})
+    theta = float(rope.pop("rope_theta", hf.pop("rope_theta", 10000.0)))
+    kind = rope.pop("rope_type", rope.pop("type", "default"))
+    if kind not in _ROPE_KEYS:
+        return theta, None, [f"rope type {kind!r} (implemented: {', '.join(_ROPE_KEYS)})"], {}
+    problems, ignored = [], {}
+    if rope.pop("partial_rotary_factor", 1.0) != 1.0:
+        problems.append("partial_rotary_factor (only 1.0, rotating the whole head, is implemented)")
+    for key in list(rope):
+        if key not in _ROPE_KEYS[kind]:
+            ignored[f"rope_parameters.{key}"] = rope.pop(key)
+    return theta, (None if kind == "default" else {"rope_type": kind, **rope}), problems, ignored
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +101,12 @@ class LlamaConfig(ConfigMixin):
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden_size // self.num_attention_heads
 
+    @classmethod
+    def tiny(cls, **kw) -> LlamaConfig:
+        """Prime, pairwise-distinct dimensions with grouped-query attention, for tests."""
+        return cls(**{**dict(vocab_size=53, hidden_size=24, intermediate_size=40, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128), **kw})
+
     def decoder_spec(self) -> DecoderSpec:
         return DecoderSpec(
             vocab_size=self.vocab_size, d_model=self.hidden_size, n_layers=self.num_hidden_layers,
@@ -90,42 +117,31 @@ class LlamaConfig(ConfigMixin):
             mlp_bias=self.mlp_bias, rope_scaling=self.rope_scaling or ())
 
     # -- transformers config.json ------------------------------------------------------------------
+    _hf_fields: ClassVar[tuple[str, ...]] = _LLAMA_FIELDS
+
     @classmethod
-    def from_hf_config(cls, hf: dict[str, Any], *, source: str = "config.json") -> LlamaConfig:
-        """Reads a transformers config dict; raises naming every attribute these models cannot honour."""
+    def read_hf_config(cls, hf: dict[str, Any], source: str = "config.json") -> tuple[LlamaConfig, dict[str, Any]]:
+        """A transformers config dict -> (config, ignored attributes), by jaxmodels.hf.config_policy: refuses,
+        naming them, the attributes the transformers model reads with values not implemented here."""
         hf = dict(hf)
         if hf.get("model_type", cls.model_type) != cls.model_type:
             raise ValueError(f"{source}: model_type is {hf.get('model_type')!r}, expected {cls.model_type!r}")
-        rope = dict(hf.pop("rope_parameters", None) or {})
-        legacy = hf.pop("rope_scaling", None)
-        if legacy:
-            rope.update(legacy)
-        theta = rope.pop("rope_theta", hf.pop("rope_theta", 10000.0))
-        kind = rope.get("rope_type", rope.get("type", "default"))
-        rope.pop("type", None)
-        problems = []
-        if kind not in _ROPE_TYPES:
-            problems.append(f"rope type {kind!r} (implemented: {', '.join(_ROPE_TYPES)})")
-        problems += cls._refuse(hf)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in hf if k not in fields and k not in _BOOKKEEPING)
-        problems += [f"{k}={hf[k]!r}" for k in unknown]
-        if problems:
-            raise ValueError(f"{source}: unsupported {cls.model_type} config attributes: " + "; ".join(problems))
-        kwargs = {k: v for k, v in hf.items() if k in fields}
-        kwargs["rope_theta"] = float(theta)
-        kwargs["rope_scaling"] = None if kind == "default" else {"rope_type": kind, **rope}
-        return cls(**kwargs)
+        hf.pop("model_type", None)
+        theta, scaling, problems, rope_ignored = _rope(hf)
+        problems += cls._check_layers(hf)
+        reader = HFConfigReader(cls.model_type, {k: k for k in cls._hf_fields}, _LLAMA_FIXED)
+        values, ignored = reader.read(hf, source=source, problems=problems)
+        return cls(**values, rope_theta=theta, rope_scaling=scaling), {**ignored, **rope_ignored}
 
     @classmethod
-    def _refuse(cls, hf: dict[str, Any]) -> list[str]:
-        """Pops the attributes with a single supported value; returns the unsupported ones."""
-        problems = []
-        for key, ok in (("hidden_act", ("silu",)), ("pretraining_tp", (1,)), ("attention_dropout", (0, 0.0))):
-            if key in hf and hf[key] not in ok:
-                problems.append(f"{key}={hf[key]!r}")
-            hf.pop(key, None)
-        return problems
+    def from_hf_config(cls, hf: dict[str, Any], *, source: str = "config.json") -> LlamaConfig:
+        """Reads a transformers config dict; raises naming every attribute these models cannot honour."""
+        return cls.read_hf_config(hf, source)[0]
+
+    @classmethod
+    def _check_layers(cls, hf: dict[str, Any]) -> list[str]:
+        """Pops the per-layer attention attributes the family's transformers model reads; returns problems."""
+        return []
 
     def to_hf_config(self) -> dict[str, Any]:
         rope = {"rope_theta": self.rope_theta, **(dict(self.rope_scaling) if self.rope_scaling else
@@ -150,31 +166,32 @@ class Qwen2Config(LlamaConfig):
 
     qkv_bias: bool = True
 
+    _hf_fields: ClassVar[tuple[str, ...]] = tuple(k for k in _LLAMA_FIELDS
+                                                 if k not in ("attention_bias", "mlp_bias"))
+
     @classmethod
-    def _refuse(cls, hf: dict[str, Any]) -> list[str]:
-        problems = super()._refuse(hf)
+    def _check_layers(cls, hf: dict[str, Any]) -> list[str]:
+        problems = []
+        layer_types = hf.pop("layer_types", None)
         if hf.pop("use_sliding_window", False):
             problems.append("use_sliding_window=True (sliding-window attention is not implemented)")
-        for key in ("sliding_window", "max_window_layers"):
-            hf.pop(key, None)
-        layer_types = hf.pop("layer_types", None)
         if layer_types and any(t != "full_attention" for t in layer_types):
             problems.append(f"layer_types={sorted(set(layer_types))} (only full_attention is implemented)")
-        if "attention_bias" in hf:
-            problems.append(f"attention_bias={hf['attention_bias']!r} (Qwen2 has no such attribute)")
         return problems
 
     def to_hf_config(self) -> dict[str, Any]:
         hf = super().to_hf_config()
-        for key in ("attention_bias", "mlp_bias", "head_dim"):
+        for key in ("attention_bias", "mlp_bias"):
             hf.pop(key)
+        if self.head_dim is None:
+            hf.pop("head_dim")
         hf.update(architectures=["Qwen2ForCausalLM"], model_type="qwen2", use_sliding_window=False,
                   sliding_window=None, max_window_layers=self.num_hidden_layers,
                   layer_types=["full_attention"] * self.num_hidden_layers)
         return hf
 
 
-class LlamaForCausalLM(Decoder):
+class LlamaForCausalLM(Pretrained, Decoder):
     """`model(input_ids, attention_mask=None, labels=None)` -> ModelOutput with logits [B, T, V]."""
 
     def __init__(self, config: LlamaConfig, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
@@ -182,18 +199,6 @@ class LlamaForCausalLM(Decoder):
         self.config = config
         self.lm_head = None if config.tie_word_embeddings else Embed(
             config.vocab_size, config.hidden_size, param_dtype=param_dtype, rngs=rngs)
-
-    @classmethod
-    def from_pretrained(cls, path, *, dtype=None) -> LlamaForCausalLM:
-        from jaxmodels.registry import from_pretrained
-
-        model = from_pretrained(path, dtype=dtype)
-        if not isinstance(model, cls):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
-
-    def save_pretrained(self, path, *, overwrite: bool = True):
-        return checkpoint.save_model(self, self.config, path, overwrite=overwrite)
 
     def get_num_params(self) -> int:
         return sum(int(v.size) for v in checkpoint.flat_params(self).values())
@@ -215,3 +220,18 @@ class LlamaForCausalLM(Decoder):
                 labels = jnp.where(attention_mask.astype(bool), labels, -100)
             loss = compute_lm_loss(logits, labels)
         return ModelOutput(logits, loss, {"hidden_states": x, "kv_caches": kv_caches})
+
+
+def lm_head_tie(config: LlamaConfig) -> dict[str, str]:
+    """A tied checkpoint may still store lm_head.weight: a copy of the embedding."""
+    return {"lm_head.weight": "model.embed_tokens.weight"} if config.tie_word_embeddings else {}
+
+
+def _family(config_class: type[LlamaConfig]) -> Family:
+    return Family(name=config_class.model_type, config_class=config_class, model_classes=(LlamaForCausalLM,),
+                  table=LLAMA, from_hf=config_class.read_hf_config, to_hf=lambda config, cls: config.to_hf_config(),
+                  tied=lm_head_tie, presets={"tiny": config_class.tiny})
+
+
+LLAMA_FAMILY = register(_family(LlamaConfig))
+QWEN2_FAMILY = register(_family(Qwen2Config))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmodels.registry import from_pretrained
+from jaxmodels.pretrained import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, SVFWrapper
 from jaxmodels_training.metrics import MetricsLog, progress
 from jaxmodels_training.cli_args import add_run_dir_args

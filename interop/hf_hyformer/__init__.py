@@ -12,13 +12,12 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from jaxmodels.hyformer import HYFORMER_FAMILY
 from jaxmodels_interop.hf_hyformer.configuration_hyformer import HyformerConfig
 from jaxmodels_interop.hf_hyformer.modeling_hyformer import HyformerForCausalLM, HyformerModel, HyformerOutput, KVCache
 
-CODE_FILES = ("configuration_hyformer.py", "modeling_hyformer.py")
-AUTO_MAP = {"AutoConfig": "configuration_hyformer.HyformerConfig",
-            "AutoModel": "modeling_hyformer.HyformerModel",
-            "AutoModelForCausalLM": "modeling_hyformer.HyformerForCausalLM"}
+CODE_FILES = tuple(HYFORMER_FAMILY.remote_code.files)
+AUTO_MAP = HYFORMER_FAMILY.remote_code.auto_map(HYFORMER_FAMILY.model_classes[0])
 
 AutoConfig.register("hyformer", HyformerConfig, exist_ok=True)
 AutoModel.register(HyformerConfig, HyformerModel, exist_ok=True)

@@ -23,7 +23,7 @@ from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from jaxmodels.hf.families import FAMILIES
+from jaxmodels import family as families
 from jaxmodels.layers.linear import Linear
 from jaxmodels.svf.component import SvdComponent
 
@@ -68,8 +68,8 @@ class Decomposition:
 def model_type_of(model: nnx.Module) -> str:
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
-        raise ValueError(f"SVF needs a model with a known config.model_type ({sorted(FAMILIES)}) to name its "
+    if model_type not in families.model_types():
+        raise ValueError(f"SVF needs a model with a known config.model_type ({families.model_types()}) to name its "
                          f"matrices by Hugging Face parameter names; got {type(model).__name__} with "
                          f"model_type {model_type!r}")
     return model_type
@@ -78,7 +78,7 @@ def model_type_of(model: nnx.Module) -> str:
 def select_matrices(model: nnx.Module, pattern: str = DEFAULT_PATTERN) -> tuple[MatrixInfo, ...]:
     """The Linear kernels whose path matches `pattern` (re.search), in model order."""
     model_type = model_type_of(model)
-    table = FAMILIES[model_type].table
+    table = families.get(model_type).table
     try:
         regex = re.compile(pattern)
     except re.error as e:

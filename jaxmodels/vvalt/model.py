@@ -19,6 +19,7 @@ from flax import nnx
 
 from jaxmodels import checkpoint, losses
 from jaxmodels.layers.linear import Linear
+from jaxmodels.pretrained import Pretrained
 from jaxmodels.vvalt import validate
 from jaxmodels.vvalt.config import VVALTConfig
 from jaxmodels.vvalt.init import original_weights
@@ -69,8 +70,9 @@ def _apply(state, x, t, adj, labels, *, graphdef, return_trace: bool):
     return nnx.merge(graphdef, state).forward(x, t, adj, labels, return_trace=return_trace)
 
 
-class _VVALTBase(nnx.Module):
-    """Validation, jitted dispatch, explain() and checkpoints, shared by the model and its heads."""
+class _VVALTBase(Pretrained, nnx.Module):
+    """Validation, jitted dispatch and explain(), shared by the model and its heads; checkpoints (ours or the
+    twin's, dtype float32 or float64) through `Pretrained`."""
 
     config: VVALTConfig
 
@@ -107,17 +109,6 @@ class _VVALTBase(nnx.Module):
         """Runs with the trace and returns its text summary (sample `index`, or all samples)."""
         out = self(inputs_embeds, task_vector, graph_adj, return_trace=True)
         return out.trace.explain(index)
-
-    def save_pretrained(self, path, *, overwrite: bool = True, max_shard_bytes: int | None = None):
-        """config.json + model.safetensors (or shards + index) keyed by parameter path, written atomically."""
-        return checkpoint.save_model(self, self.config, path, overwrite=overwrite, max_shard_bytes=max_shard_bytes)
-
-    @classmethod
-    def from_pretrained(cls, path, *, dtype=None):
-        """Loads a directory of ours (save_pretrained) or of the PyTorch twin; dtype float32 or float64."""
-        from jaxmodels.vvalt.convert import load
-
-        return load(path, dtype=dtype, expected=cls)
 
 
 class VVALTModel(_VVALTBase):

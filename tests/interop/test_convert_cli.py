@@ -161,7 +161,7 @@ def _corrupt(path, how):
     ("wrong-shape", "tensor 'model.layers.0.mlp.up_proj.weight' has shape (40, 20), expected (40, 24)"),
     ("int-dtype", "tensor 'model.norm.weight' has dtype I32, expected a floating-point dtype"),
     ("config-mismatch", "missing tensor 'model.layers.2.input_layernorm.weight'"),
-    ("unknown-type", "unsupported model_type 'gpt_neox'; supported: hyformer, llama, qwen2"),
+    ("unknown-type", "unsupported model_type 'gpt_neox'; supported: hyformer, llama, qwen2, vvalt"),
     ("no-config", "no config.json"),
 ])
 def test_bad_input_is_reported_without_traceback(tmp_path, case, message):
@@ -224,6 +224,6 @@ def test_vvalt_converts_both_ways_with_verify(tmp_path, capsys):
     VVALTForSequenceClassification(cfg, rngs=nnx.Rngs(0)).save_pretrained(tmp_path / "ours")
     convert_cli.main(["to-hf", str(tmp_path / "ours"), str(tmp_path / "hf"), "--verify"])
     convert_cli.main(["from-hf", str(tmp_path / "hf"), str(tmp_path / "back"), "--verify"])
-    assert capsys.readouterr().out.count("verify: max |output difference|") == 2
+    assert capsys.readouterr().out.count("verify: max |last_hidden_state difference|") == 2
     a, b = load_file(str(tmp_path / "ours" / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
     assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)

@@ -89,7 +89,9 @@ def test_sharded_checkpoint_loads(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (dict(hidden_act="gelu"), "unsupported llama config attributes: hidden_act='gelu'"),
     (dict(rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}), "rope type 'yarn'"),
-    (dict(num_experts=8), "num_experts=8"),
+    (dict(rope_parameters={"rope_type": "default", "rope_theta": 1e4, "partial_rotary_factor": 0.5}),
+     "partial_rotary_factor"),
+    (dict(attention_dropout=0.1), r"attention_dropout=0.1 \(implemented: 0, 0.0\)"),
     (dict(model_type="mixtral"), "unsupported model_type 'mixtral'"),
 ])
 def test_unsupported_config_attributes_are_refused(tmp_path, change, message):

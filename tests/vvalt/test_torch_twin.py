@@ -108,10 +108,13 @@ def test_twin_errors():
 def test_conversion_refuses_unknown_config_and_bad_weights(tmp_path):
     from safetensors.numpy import save_file
 
-    from jaxmodels.vvalt.convert import config_from_hf
+    from jaxmodels.vvalt.convert import read_hf_config
 
-    with pytest.raises(ValueError, match=r"unsupported V.V.A.L.T config attribute\(s\) \['num_heads'\]"):
-        config_from_hf({"model_type": "vvalt", "num_heads": 2})
+    # The twin reads our fields only: anything else is accepted, and reported as ignored.
+    config, ignored = read_hf_config({"model_type": "vvalt", "num_heads": 2, "frame_dim": 13})
+    assert config.frame_dim == 13 and ignored == {"num_heads": 2}
+    with pytest.raises(ValueError, match="model_type is 'llama', expected 'vvalt'"):
+        read_hf_config({"model_type": "llama"})
     convert.export_hf(VVALTModel(TINY), tmp_path / "hf")
     tensors = load_file(str(tmp_path / "hf" / "model.safetensors"))
     tensors["lm_head.weight"] = np.zeros(2, np.float32)
