@@ -21,14 +21,11 @@ def make_tokenizer(vocab_size: int):
 
 
 def make_teacher(path, *, vocab_size=300, tokenizer_vocab=290, max_positions=64):
-    import torch
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+    from tests.hf_models import tiny_hf_model
 
-    torch.manual_seed(0)
-    cfg = Gemma3TextConfig(vocab_size=vocab_size, hidden_size=24, intermediate_size=48, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=16,
-                           max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    Gemma3ForCausalLM(cfg).eval().save_pretrained(path)
+    tiny_hf_model("gemma3_text", path, vocab_size=vocab_size, intermediate_size=48, num_key_value_heads=1, head_dim=8,
+                  sliding_window=16, max_position_embeddings=max_positions, pad_token_id=0, bos_token_id=1,
+                  eos_token_id=2)
     make_tokenizer(tokenizer_vocab).save_pretrained(path)
     return path
 

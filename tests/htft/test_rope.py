@@ -57,14 +57,11 @@ def test_gemma3_capture_has_its_rope_phases_and_the_context_uses_them(teacher_di
 
 
 def test_llama_capture_applies_the_rope_scaling(tmp_path):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from tests.hf_models import tiny_hf_model
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1, eos_token_id=2,
-                      rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100.0})
-    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    tiny_hf_model("llama", tmp_path, vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64, bos_token_id=1,
+                  eos_token_id=2, rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100.0})
     make_tokenizer(290).save_pretrained(tmp_path)
     teacher = HFTeacher(tmp_path)
     inv = 1.0 / 100.0 ** (np.arange(0, 16, 2) / 16) / 4.0  # linear scaling divides every frequency

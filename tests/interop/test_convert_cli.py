@@ -15,19 +15,13 @@ from safetensors.torch import load_file as torch_load_file
 
 from jaxmodels_interop import convert_cli
 from jaxmodels import Hyformer, HyformerConfig
+from tests.hf_models import SMALL, tiny_hf_model
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = dict(vocab_size=53, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
-             max_position_embeddings=128)
 
 
 def hf_dir(path, kind="llama", dtype=torch.float32, **extra):
-    torch.manual_seed(0)
-    cls, cfg = ((transformers.LlamaForCausalLM, transformers.LlamaConfig) if kind == "llama"
-                else (transformers.Qwen2ForCausalLM, transformers.Qwen2Config))
-    model = cls(cfg(**{**SMALL, **extra})).to(dtype)
-    model.save_pretrained(path)
-    return model
+    return tiny_hf_model(kind, path, dtype=dtype, **extra)
 
 
 def tensors(path):

@@ -11,6 +11,7 @@ import transformers
 
 import jaxmodels
 from jaxmodels import LlamaForCausalLM
+from tests.hf_models import tiny_hf_model
 
 BASE = dict(vocab_size=97, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=384, initializer_range=0.2, rms_norm_eps=1e-5)
@@ -29,13 +30,7 @@ VARIANTS = {
 
 
 def build(kind, extra, path):
-    torch.manual_seed(0)
-    if kind == "llama":
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**BASE, **extra))
-    else:
-        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**BASE, **extra))
-    model.eval().save_pretrained(path)
-    return model
+    return tiny_hf_model(kind, path, **BASE, **extra)
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))

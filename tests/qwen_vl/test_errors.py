@@ -37,12 +37,10 @@ def test_missing_tokenizer_files(copy_of):
 
 
 def test_a_directory_that_is_not_qwen2_5_vl(tmp_path):
-    import transformers
+    from tests.hf_models import tiny_hf_model
 
     path = tmp_path / "qwen2"
-    transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
-        vocab_size=17, hidden_size=24, intermediate_size=40, num_hidden_layers=1, num_attention_heads=4,
-        num_key_value_heads=2)).save_pretrained(path)
+    tiny_hf_model("qwen2", path, vocab_size=17, num_hidden_layers=1, num_key_value_heads=2)
     with pytest.raises(ModelDirectoryError, match=r"model_type is 'qwen2' \(architectures \['Qwen2ForCausalLM'\]\), "
                                                   r"expected 'qwen2_5_vl'"):
         OnlineLLM(path)

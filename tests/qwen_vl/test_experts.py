@@ -14,6 +14,7 @@ from jaxmodels_interop.qwen_vl import OnlineLLM
 from jaxmodels_interop.qwen_vl.cli import main as cli_main
 from jaxmodels_interop.qwen_vl.validate import qwen2_checkpoint
 from jaxmodels.svf import ExpertMismatchError, SVFWrapper
+from tests.hf_models import tiny_hf_model
 
 PROMPT = "Name three colours."
 
@@ -79,15 +80,11 @@ def test_bad_experts_and_names_are_refused(served, tmp_path):
     with pytest.raises(ValueError, match="expected letters"):
         llm.load_expert(path, "a b")
     # an expert made for another model: a Qwen2 with other widths, the same parameter names
-    import transformers
-
     cfg = llm.hf_model.model.config.text_config
     other_dir = tmp_path / "other"
-    torch.manual_seed(0)
-    transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size + 8,
-        num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
-        num_key_value_heads=cfg.num_key_value_heads)).save_pretrained(other_dir)
+    tiny_hf_model("qwen2", other_dir, vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
+                  intermediate_size=cfg.intermediate_size + 8, num_hidden_layers=cfg.num_hidden_layers,
+                  num_attention_heads=cfg.num_attention_heads, num_key_value_heads=cfg.num_key_value_heads)
     other = SVFWrapper(jaxmodels.from_pretrained(other_dir))
     other_path = other.save(tmp_path / "other.safetensors")
     with pytest.raises(ExpertMismatchError, match="does not fit.*weight shape"):

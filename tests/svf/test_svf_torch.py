@@ -9,6 +9,7 @@ import transformers
 import jaxmodels
 from jaxmodels_interop.svf_torch import apply_expert, restore_weights
 from jaxmodels.svf import ExpertMismatchError, SVFWrapper
+from tests.hf_models import tiny_hf_model
 from tests.svf.helpers import logits
 
 CFG = dict(vocab_size=61, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
@@ -18,10 +19,7 @@ CFG = dict(vocab_size=61, hidden_size=24, intermediate_size=40, num_hidden_layer
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     path = tmp_path_factory.mktemp("qwen2")
-    torch.manual_seed(0)
-    hf = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**CFG)).eval()
-    hf.save_pretrained(path)
-    return hf, jaxmodels.from_pretrained(path)
+    return tiny_hf_model("qwen2", path, **CFG), jaxmodels.from_pretrained(path)
 
 
 def expert(ours, tmp_path, pattern=None):
@@ -64,8 +62,7 @@ def test_expert_applies_to_an_inner_language_model_and_attention_matrices(pair, 
 
 def test_expert_for_another_model_is_refused_by_torch(pair, tmp_path):
     hf, _ = pair
-    other = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**{**CFG, "intermediate_size": 44}))
-    other.save_pretrained(tmp_path / "other")
+    tiny_hf_model("qwen2", tmp_path / "other", **{**CFG, "intermediate_size": 44})
     _, _, path = expert(jaxmodels.from_pretrained(tmp_path / "other"), tmp_path)
     with pytest.raises(ExpertMismatchError, match=r"does not fit Qwen2ForCausalLM: model\.layers\.0\.mlp\.down_proj"
                                                   r"\.weight: expert has weight shape \[24, 44\]"):
