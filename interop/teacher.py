@@ -73,7 +73,7 @@ def check_vocab(name: str, tokenizer_size: int, vocab_size: int) -> None:
 
 
 class AutoTokenizerAdapter:
-    """A transformers tokenizer behind the interface of training.tokenizer (encode, decode, vocab_size, bos_id)."""
+    """A transformers tokenizer behind the interface of jaxmodels.tokenizer (encode, decode, vocab_size, bos_id)."""
 
     def __init__(self, tokenizer):
         self.hf, self.vocab_size, self.bos_id = tokenizer, len(tokenizer), tokenizer.bos_token_id
@@ -89,7 +89,7 @@ class AutoTokenizerAdapter:
 class HFTeacher:
     """A Hugging Face causal LM directory (config.json, weights, tokenizer files), loaded with transformers.
 
-    `tokenizer` (an object with encode / decode / vocab_size / bos_id, e.g. training.tokenizer's) replaces the
+    `tokenizer` (an object with encode / decode / vocab_size / bos_id, e.g. jaxmodels.tokenizer's) replaces the
     directory's own tokenizer files, e.g. for a byte-level Hyformer exported by `jaxmodels-convert to-hf`.
     """
 
@@ -174,7 +174,7 @@ class HFTeacher:
 
 
 class FlaxTeacher:
-    """One of our Flax decoders; `tokenizer` is any object with `encode(text) -> ids` (e.g. training.tokenizer)."""
+    """One of our Flax decoders; `tokenizer` is any object with `encode(text) -> ids` (e.g. jaxmodels.tokenizer's)."""
 
     def __init__(self, model, tokenizer, *, name: str, fingerprint: str):
         spec = model.spec

@@ -6,7 +6,7 @@ DIR is one of:
 - a Hugging Face causal LM directory (config.json, weights, tokenizer files) -> `HFTeacher` (transformers);
 - one of our checkpoint directories (config.json with `jaxmodels_version`, e.g. `runs/h1/model`) or a training run
   directory holding one in `model/` -> `FlaxTeacher` (`jaxmodels.from_pretrained`).
-The tokenizer: `--tokenizer bytes` (training.tokenizer.ByteTokenizer) or `--tokenizer TOKDIR` (its tokenizer.json)
+The tokenizer: `--tokenizer bytes` (jaxmodels.tokenizer.ByteTokenizer) or `--tokenizer TOKDIR` (its tokenizer.json)
 when given; otherwise an HF directory's own tokenizer files, and for our checkpoints a tokenizer.json next to the
 weights, else the one the training run recorded in run.json.
 """
@@ -49,10 +49,10 @@ def resolve_model_dir(model: str, token: str | None = None, *, cache_dir: str | 
 
 
 def load_tokenizer_arg(value: str | None):
-    """--tokenizer: None, "bytes" or a directory holding tokenizer.json -> None or a training.tokenizer object."""
+    """--tokenizer: None, "bytes" or a directory holding tokenizer.json -> None or a jaxmodels.tokenizer object."""
     if value is None:
         return None
-    from jaxmodels_training.tokenizer import load_tokenizer
+    from jaxmodels.tokenizer import load_tokenizer
 
     try:
         return load_tokenizer(None if value == BYTES else value)  # None there: the byte-level tokenizer
