@@ -1,7 +1,9 @@
 """The benchmark protocol: warm-up, block until ready, several runs, median; JSON + markdown output.
 
-Results go to benchmarks/results/<suite>.json (machine-readable, with the exact command and the
-machine) and benchmarks/results/<suite>.md (a table), written atomically.
+Results go to <results>/<suite>.json (machine-readable, with the exact command and the machine) and
+<results>/<suite>.md (a table), written atomically. <results> is where the user runs the benchmarks, not
+the installed package: `python -m benchmarks --results DIR`, else $JAXMODELS_BENCH_RESULTS, else
+./benchmarks/results (from the repository root: the committed results).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import sys
 import time
@@ -17,7 +20,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from jaxmodels.io import atomic_write_text
+from jaxmodels.tables import markdown_table
+
+RESULTS_ENV = "JAXMODELS_BENCH_RESULTS"
+_results_option: Path | None = None  # set by `python -m benchmarks --results DIR`
+
+
+def set_results_dir(path: str | os.PathLike | None) -> None:
+    """Where results go from now on, ahead of the environment (None: back to the environment or default)."""
+    global _results_option
+    _results_option = None if path is None else Path(path).absolute()
+
+
+def results_dir() -> Path:
+    """--results DIR, else $JAXMODELS_BENCH_RESULTS, else benchmarks/results under the working directory."""
+    if _results_option is not None:
+        return _results_option
+    env = os.environ.get(RESULTS_ENV)
+    return Path(env).absolute() if env else Path.cwd() / "benchmarks" / "results"
 
 
 def block(x: Any) -> Any:
@@ -98,34 +119,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
-    columns = columns or list(rows[0])
-
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def write_results(suite: str, results: dict[str, Any], rows: list[dict[str, Any]], *, notes: str = "",
                   columns: list[str] | None = None) -> Path:
-    """Writes <suite>.json and <suite>.md and prints the table; returns the JSON path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    payload = {"suite": suite, "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", *sys.argv[1:]]),
+    """Writes <suite>.json and <suite>.md into results_dir() and prints the table; returns the JSON path."""
+    out = results_dir()
+    payload = {"suite": suite, "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks", *sys.argv[1:]]),
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "results": results, "rows": rows}
     table = markdown_table(rows, columns) if rows else ""
     md = f"# {suite}\n\n`{payload['command']}` on {payload['time']}\n\n{table}\n"
     if notes:
         md += f"\n{notes}\n"
-    for name, text in ((f"{suite}.json", json.dumps(payload, indent=2) + "\n"), (f"{suite}.md", md)):
-        tmp = RESULTS_DIR / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, RESULTS_DIR / name)
+    atomic_write_text(out / f"{suite}.json", json.dumps(payload, indent=2) + "\n")  # creates `out` when missing
+    atomic_write_text(out / f"{suite}.md", md)
     print(table)
     if notes:
         print(notes)
-    return RESULTS_DIR / f"{suite}.json"
+    return out / f"{suite}.json"

@@ -1,11 +1,21 @@
-"""jaxmodels_benchmarks.harness: a timed call starts only once the previous call's leftover thread work is done."""
+"""jaxmodels_benchmarks.harness: a timed call starts only once the previous call's leftover thread work is done;
+results go where the user runs the benchmarks (--results, $JAXMODELS_BENCH_RESULTS, ./benchmarks/results)."""
 
 from __future__ import annotations
 
+import json
+import os
+import stat
+import sys
 import threading
 import time
+import types
 
+import pytest
+
+import jaxmodels_benchmarks.__main__ as cli
 import jaxmodels_benchmarks.harness as harness
+from jaxmodels.tables import markdown_table
 from jaxmodels_benchmarks.harness import process_cpu_seconds, settle, time_alternating
 
 
@@ -45,3 +55,73 @@ def test_time_alternating_settles_before_each_timed_call(monkeypatch):
     assert _events_of_time_alternating(monkeypatch, settled=True) == (
         ["a", "b"] + ["settle", "a", "settle", "b"] * 2)  # warmup unsettled, then each timed call settled
     assert _events_of_time_alternating(monkeypatch, settled=False) == ["a", "b"] + ["a", "b"] * 2
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """A working directory outside the repository, no results variable, no --results given yet."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(harness.RESULTS_ENV, raising=False)
+    monkeypatch.setattr(harness, "_results_option", None)  # restored after the test, like any --results
+    return tmp_path
+
+
+def test_results_dir_follows_the_working_directory_then_the_variable_then_the_option(elsewhere, monkeypatch):
+    assert harness.results_dir() == elsewhere / "benchmarks" / "results"
+    (elsewhere / "sub").mkdir()
+    monkeypatch.chdir(elsewhere / "sub")
+    assert harness.results_dir() == elsewhere / "sub" / "benchmarks" / "results"
+    monkeypatch.setenv(harness.RESULTS_ENV, "from-env")  # relative to the working directory
+    assert harness.results_dir() == elsewhere / "sub" / "from-env"
+    harness.set_results_dir("from-option")
+    monkeypatch.chdir(elsewhere)  # the option was resolved when it was given
+    assert harness.results_dir() == elsewhere / "sub" / "from-option"
+    harness.set_results_dir(None)
+    assert harness.results_dir() == elsewhere / "from-env"
+
+
+def _fake_suite(monkeypatch) -> None:
+    """A suite `fake` that records what it was given through write_results."""
+    module = types.ModuleType("jaxmodels_benchmarks.suites.fake")
+    module.main = lambda argv: harness.write_results("fake", {"argv": argv}, [{"case": "a", "s": 0.123456}])
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setattr(cli, "available", lambda: ["fake"])
+
+
+@pytest.mark.parametrize("form, quoted", [(["--results", "my results"], "--results 'my results'"),
+                                         (["--results=my results"], "'--results=my results'")])
+def test_results_option_of_python_m_benchmarks(elsewhere, monkeypatch, capsys, form, quoted):
+    _fake_suite(monkeypatch)
+    monkeypatch.setenv(harness.RESULTS_ENV, str(elsewhere / "ignored"))
+    monkeypatch.setattr(sys, "argv", ["__main__.py", *form, "fake", "--quick"])
+    cli.main()
+    out = elsewhere / "my results"
+    assert sorted(os.listdir(out)) == ["fake.json", "fake.md"] and sorted(os.listdir(elsewhere)) == ["my results"]
+    payload = json.loads((out / "fake.json").read_text())
+    assert payload["results"] == {"argv": ["--quick"]}
+    assert payload["command"].split(" ", 1)[1] == f"-m benchmarks {quoted} fake --quick"  # as a shell would take it
+    assert f"`{payload['command']}`" in (out / "fake.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((out / "fake.json").stat().st_mode) == 0o666 & ~umask
+    assert "| a | 0.1235 |" in capsys.readouterr().out
+
+
+def test_results_default_to_benchmarks_results_under_the_working_directory(elsewhere, monkeypatch, capsys):
+    _fake_suite(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["__main__.py", "fake"])
+    cli.main()
+    assert sorted(os.listdir(elsewhere / "benchmarks" / "results")) == ["fake.json", "fake.md"]
+
+
+@pytest.mark.parametrize("argv", [["--results"], ["--results", "--quick", "fake"], ["--results="]])
+def test_results_option_needs_a_directory(elsewhere, argv):
+    with pytest.raises(SystemExit, match=r"--results needs a directory: python -m benchmarks --results DIR <suite>"):
+        cli.main(argv)
+    assert os.listdir(elsewhere) == []
+
+
+def test_markdown_table_lives_in_jaxmodels_and_is_still_the_harness_one():
+    assert harness.markdown_table is markdown_table
+    assert markdown_table([{"x": 1.234567, "y": "b"}, {"x": 2}], ["x", "y", "z"]) == (
+        "| x | y | z |\n|---|---|---|\n| 1.235 | b |  |\n| 2 |  |  |")

@@ -14,11 +14,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from jaxmodels.io import atomic_directory
 
 LM_PREFIX = "model.language_model."
 OPTIMIZER_FILE = "optimizer.safetensors"  # next to peft's files; peft ignores it
@@ -156,22 +157,19 @@ class AdapterBank:
             self.optimizers[name].load_state_dict(opt_state)
 
     def save(self, name: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Writes the adapter in peft's format (adapter_config.json, adapter_model.safetensors), atomically."""
+        """Writes the adapter in peft's format (adapter_config.json, adapter_model.safetensors), atomically;
+        an existing `path` needs overwrite=True and is replaced only once the new adapter is complete."""
         self.check(name)
         path = Path(path)
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            self.peft.save_pretrained(str(tmp), selected_adapters=[name])
-            written = tmp if name == "default" else tmp / name  # peft nests non-default adapters
-            self._save_optimizer(name, written / OPTIMIZER_FILE)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(written, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_directory(path, overwrite=overwrite) as out:
+            staging = out / ".peft"
+            self.peft.save_pretrained(str(staging), selected_adapters=[name])
+            # peft nests a non-default adapter in a folder of its name, beside a model card: keep only the adapter
+            written = staging if name == "default" else staging / name
+            for item in list(written.iterdir()):
+                item.rename(out / item.name)
+            shutil.rmtree(staging)
+            self._save_optimizer(name, out / OPTIMIZER_FILE)
         return path
 
     def load(self, path: str | os.PathLike, name: str) -> None:

@@ -67,7 +67,7 @@ def cmd_learn(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from jaxmodels_benchmarks.harness import markdown_table
+    from jaxmodels.tables import markdown_table
     from jaxmodels_interop.qwen_vl.validate import validate
 
     rows = validate(args.model, prompt=args.prompt, image=args.image, max_tokens=args.max_tokens, atol=args.atol,

@@ -10,9 +10,9 @@ a 2-block vision tower whose merger outputs the text width. A 56x56 image become
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from jaxmodels.io import atomic_directory
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>")
@@ -109,22 +109,11 @@ def build_model(tokenizer, *, seed: int = 0, num_hidden_layers: int | None = Non
 
 
 def build_tiny(path: str | os.PathLike, *, seed: int = 0, overwrite: bool = False, **sizes) -> Path:
-    """Writes the tiny model, tokenizer and processor to `path` (atomically); returns the path."""
+    """Writes the tiny model, tokenizer and processor to `path` (atomically; an existing `path` needs
+    overwrite=True, checked before anything is built); returns the path."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (CLI: --force) to replace it")
-    tokenizer = build_tokenizer()
-    model = build_model(tokenizer, seed=seed, **sizes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-    try:
-        model.save_pretrained(tmp)
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        tokenizer = build_tokenizer()
+        build_model(tokenizer, seed=seed, **sizes).save_pretrained(tmp)
         build_processor(tokenizer).save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import jax
@@ -24,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from jaxmodels import family as families
+from jaxmodels.io import atomic_path
 from jaxmodels.layers.linear import Linear
 from jaxmodels.svf.component import SvdComponent
 
@@ -156,17 +156,10 @@ def decompose(model: nnx.Module, pattern: str = DEFAULT_PATTERN, *,
     if factors is None:
         factors = {key: _svd(w) for key, w in kernels.items()}
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                save_file({f"{k}.{n}": a for k, parts in factors.items() for n, a in parts.items()}, tmp,
+            with atomic_path(path) as tmp:  # save_file streams to a file name: no second copy in memory
+                save_file({f"{k}.{n}": a for k, parts in factors.items() for n, a in parts.items()}, str(tmp),
                           metadata={"format": CACHE_FORMAT, "pattern": pattern,
                                     "keys": json.dumps([m.key for m in matrices])})
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
     components = {k: SvdComponent(jnp.asarray(p["u"]), jnp.asarray(p["s"]), jnp.asarray(p["v"]))
                   for k, p in factors.items()}
     return Decomposition(model_type_of(model), pattern, matrices, components)
