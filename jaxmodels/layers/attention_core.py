@@ -1,18 +1,11 @@
-"""Softmax attention with a hand-written backward pass that stays on XLA:CPU's fast batched-dot path.
+"""Softmax attention with a hand-written backward pass: the tuned path's attention (docs/layers.md).
 
 Operands are heads-major, each key/value head's G query heads stacked along the rows:
 q [B, K, Q, H] with Q = G*T (row g*T + t is query t of head g), k and v [B, K, S, H], mask [B, T, S].
-Every dot then contracts over the last dimension of its left operand. Autodiff of the same forward gives
-dV = P^T dO and dK = dS^T Q, which contract over the first dimension of P and dS; XLA:CPU runs those
-on its slow path (or transposes the [Q, S] tensors). The backward below computes dV^T = dO^T P and
-dK^T = Q^T dS instead, transposing only [Q, H]- and [H, S]-sized operands and products (S/H times
-smaller than the scores), materialised behind optimisation barriers so that XLA cannot fold the
-transposes back into the dots.
-
-The mask is added (float32 minimum) rather than selected, which lets XLA:CPU fuse the forward pass (QK^T,
-softmax, PV) into one kernel. The softmax is normalised after the PV product (dividing [.., T, H] rather
-than [.., T, S]) and its backward uses delta = rowsum(dO * O), a [.., T, H] reduction, instead of
-rowsum(P * dP). Masked scores get no gradient, as with a select.
+The backward computes dV^T = dO^T P and dK^T = Q^T dS, so that every dot contracts over its left operand's
+last dimension, transposing only [Q, H]- and [H, S]-sized operands behind optimisation barriers. The mask
+is added (float32 minimum) rather than selected, and the softmax is normalised after the PV product, with
+delta = rowsum(dO * O) in its backward. Masked scores get no gradient, as with a select.
 `reference_attention` is the plain formulation, for tests.
 """
 

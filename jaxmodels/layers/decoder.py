@@ -1,6 +1,7 @@
 """The shared decoder stack: embedding, pre-norm blocks, final norm, masks, positions and the KV cache.
 
 Hyformer and the Llama-family models are this stack with different settings (`DecoderSpec`) and heads.
+`DecoderSpec.layers` picks the layers' implementation ("auto", "tuned" or "plain"; docs/layers.md).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmodels.layers import backend
 from jaxmodels.layers.attention import Attention
 from jaxmodels.layers.cache import KVCache
 from jaxmodels.layers.dropout import dropout
-from jaxmodels.layers.linear import Embed
+from jaxmodels.layers.linear import Embed, Linear
 from jaxmodels.layers.mlp import SwiGLU
 from jaxmodels.layers.norms import LayerNorm, RMSNorm
 from jaxmodels.layers.rope import scaled_inverse_frequencies
@@ -44,6 +46,10 @@ class DecoderSpec:
     rope_scaling: tuple[tuple[str, object], ...] = ()  # Hugging Face rope_parameters as sorted items
     attn_dropout: float = 0.0
     resid_dropout: float = 0.0
+    layers: str = "auto"  # "auto" | "tuned" | "plain", resolved at trace time (jaxmodels.layers.backend)
+
+    def __post_init__(self):
+        backend.check(self.layers, source="DecoderSpec.layers")
 
 
 class Block(nnx.Module):
@@ -59,11 +65,12 @@ class Block(nnx.Module):
         self.mlp = SwiGLU(spec.d_model, spec.ffn_dim, use_bias=spec.mlp_bias, param_dtype=param_dtype, rngs=rngs)
         self.resid_dropout = spec.resid_dropout
 
-    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_index=None, key=None):
+    def __call__(self, x, positions, mask, inv_freq, cache=None, cache_index=None, key=None, *, layers="auto"):
         k_probs, k_attn, k_mlp = jax.random.split(key, 3) if key is not None else (None, None, None)
-        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, cache_index, k_probs)
+        h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, cache_index, k_probs,
+                             layers=layers)
         x = x + dropout(h, self.resid_dropout, k_attn)
-        x = x + dropout(self.mlp(self.post_attn_norm(x)), self.resid_dropout, k_mlp)
+        x = x + dropout(self.mlp(self.post_attn_norm(x), layers=layers), self.resid_dropout, k_mlp)
         return x, cache
 
 
@@ -76,7 +83,7 @@ class Decoder(nnx.Module):
 
     def __init__(self, spec: DecoderSpec, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.spec = spec
-        self.embed = Embed(spec.vocab_size, spec.d_model, param_dtype=param_dtype, rngs=rngs)
+        self.embed = Embed(spec.vocab_size, spec.d_model, param_dtype=param_dtype, layers=spec.layers, rngs=rngs)
         self.blocks = nnx.List([Block(spec, param_dtype=param_dtype, rngs=rngs) for _ in range(spec.n_layers)])
         if spec.final_norm == "layernorm":
             self.final_norm = LayerNorm(spec.d_model, eps=spec.final_norm_eps, param_dtype=param_dtype)
@@ -84,6 +91,20 @@ class Decoder(nnx.Module):
             self.final_norm = RMSNorm(spec.d_model, eps=spec.final_norm_eps, param_dtype=param_dtype)
         else:
             raise ValueError(f"final_norm must be 'rmsnorm' or 'layernorm', got {spec.final_norm!r}")
+
+    def use_layers(self, layers: str) -> Decoder:
+        """Switches this model to the "auto", "tuned" or "plain" layers, in place; returns the model.
+
+        Replaces `spec` (which the stack's layers follow) and sets `layers` on every `Linear` and `Embed` of
+        the model, so that heads a subclass calls itself (a tied or untied LM head) follow too. The spec is
+        part of the graph definition: jitted functions of the model retrace.
+        """
+        backend.check(layers)
+        self.spec = dataclasses.replace(self.spec, layers=layers)
+        for _, module in nnx.iter_modules(self):
+            if isinstance(module, (Linear, Embed)):
+                module.layers = layers
+        return self
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype=None) -> KVCache:
         """An empty cache for `batch` rows and `max_len` slots (default and upper bound: max_seq_len)."""
@@ -140,13 +161,14 @@ class Decoder(nnx.Module):
         if causal:
             mask = mask & (k_slots[None, :] <= q_slots[:, None])[None]
 
+        layers = backend.resolve(self.spec.layers)
         inv_freq = scaled_inverse_frequencies(self.spec.head_dim, self.spec.rope_theta, dict(self.spec.rope_scaling))
         x = self.embed(input_ids)
         keys = [None] * len(self.blocks) if dropout_key is None else list(jax.random.split(dropout_key, len(self.blocks)))
         new_layers = []
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_caches is None else kv_caches.layers[i]
-            x, layer_cache = block(x, positions, mask, inv_freq, layer_cache, index, keys[i])
+            x, layer_cache = block(x, positions, mask, inv_freq, layer_cache, index, keys[i], layers=layers)
             new_layers.append(layer_cache)
         x = self.final_norm(x)
         if kv_caches is not None:

@@ -1,12 +1,9 @@
-"""Matmuls (`projections`, with `matmul` and `affine` as its one-projection case, and `matmul_t`) whose weight
-gradient takes XLA:CPU's fast dot path.
+"""Matmuls with custom VJPs (`projections`, with `matmul` and `affine` as its one-projection case, and
+`matmul_t`): the tuned path's projections, whose weight gradients keep XLA:CPU's fast dot form.
 
-XLA:CPU hands a dot to its fast library only when the left operand has its contracting dimension last.
-The weight gradient of `y = x @ w` is `x^T dy`, contracting over tokens, which is the first dimension of
-both operands: left alone, XLA runs it on the slower path and adds transpose copies around it. Here the
-backward pass materialises the transpose of the smaller of `x` and `dy` behind an optimisation barrier
-(so XLA cannot fold it back into the dot), and the dot then runs in its canonical form. Measured effect on
-the Hyformer training step: docs/hyformer-speed.md.
+Each weight gradient `x^T dy` is computed after materialising the transpose of the smaller of `x` and `dy`
+behind an optimisation barrier, so that the dot contracts over its left operand's last dimension. Why and
+what it measured: docs/layers.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+"""SwiGLU feed-forward: down(silu(gate(x)) * up(x)), in the tuned or the plain layer path."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxmodels.layers import backend
 from jaxmodels.layers.linear import Linear, fused_linear
 
 
 @jax.custom_vjp
 def swiglu(gate: jax.Array, up: jax.Array) -> jax.Array:
-    """silu(gate) * up, elementwise over [..., F].
+    """silu(gate) * up, elementwise over [..., F], with a hand-written backward (the tuned path).
 
-    The hand-written backward reads gate and up once and writes both gradients in one pass (autodiff keeps
-    sigmoid and silu as extra [..., F] residuals).
+    The backward reads gate and up once and writes both gradients in one pass (autodiff keeps sigmoid and
+    silu as extra [..., F] residuals).
     """
     return jax.nn.silu(gate) * up
 
@@ -43,7 +44,9 @@ class SwiGLU(nnx.Module):
         self.up_proj = Linear(d_model, ffn_dim, **kw)
         self.down_proj = Linear(ffn_dim, d_model, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x [B, T, D] -> [B, T, D]."""
-        gate, up = fused_linear(x, [self.gate_proj, self.up_proj])  # [B, T, F] each
-        return self.down_proj(swiglu(gate, up))
+    def __call__(self, x: jax.Array, *, layers: str = "auto") -> jax.Array:
+        """x [B, T, D] -> [B, T, D]; `layers` "auto", "tuned" or "plain" (`jaxmodels.layers.backend`)."""
+        layers = backend.resolve(layers)
+        gate, up = fused_linear(x, [self.gate_proj, self.up_proj], layers=layers)  # [B, T, F] each
+        hidden = swiglu(gate, up) if layers == "tuned" else jax.nn.silu(gate) * up
+        return self.down_proj(hidden, layers=layers)

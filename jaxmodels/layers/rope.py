@@ -10,20 +10,30 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxmodels.layers import backend
+
 
 def inverse_frequencies(head_dim: int, theta: float = 10000.0) -> jax.Array:
     """theta^(-2i/H) for i < H/2, of shape [H/2], float32."""
     return 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, *, interleaved: bool) -> jax.Array:
-    """Rotates x [B, T, N, H] by angles positions [B, T] * inv_freq [H/2]; returns x's dtype."""
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array, *, interleaved: bool,
+               layers: str = "auto") -> jax.Array:
+    """Rotates x [B, T, N, H] by angles positions [B, T] * inv_freq [H/2]; returns x's dtype.
+
+    `layers` "tuned" computes the cos/sin table as a reduction (docs/layers.md), "plain" directly; the
+    values are the same.
+    """
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
-    table = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)  # [B, T, H/2, 2]
-    # Summed with a zero partner (exact): a reduction ends an XLA:CPU fusion, so the table is computed once
-    # per call. Fused into the rotation, cos and sin would be recomputed for every element of x (N-fold).
-    table = jnp.sum(table[..., None] * jnp.array([1.0, 0.0], jnp.float32), axis=-1)
-    cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]  # [B, T, 1, H/2]
+    if backend.resolve(layers) == "tuned":
+        table = jnp.stack([jnp.cos(angles), jnp.sin(angles)], axis=-1)  # [B, T, H/2, 2]
+        # Summed with a zero partner (exact): a reduction ends an XLA:CPU fusion, so the table is computed
+        # once per call instead of once per element of x.
+        table = jnp.sum(table[..., None] * jnp.array([1.0, 0.0], jnp.float32), axis=-1)
+        cos, sin = table[:, :, None, :, 0], table[:, :, None, :, 1]  # [B, T, 1, H/2]
+    else:
+        cos, sin = jnp.cos(angles)[:, :, None], jnp.sin(angles)[:, :, None]  # [B, T, 1, H/2]
     xf = x.astype(jnp.float32)
     if interleaved:
         x1, x2 = xf[..., 0::2], xf[..., 1::2]
