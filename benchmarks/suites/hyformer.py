@@ -1,6 +1,6 @@
 """Hyformer training step and forward pass: ours (JAX) against transformers' LlamaForCausalLM (PyTorch).
 
-    python -m benchmarks hyformer [--quick] [--runs N] [--vocab V] [--no-compile] [--no-bf16] [--no-ablation]
+    python -m benchmarks hyformer [--quick] [--runs N] [--vocab V] [--no-compile] [--no-bf16] [--no-plain]
                                   [--no-floor]
 
 Both sides get the same configuration and the same batch: d 256, 4 layers, 8 heads, T 128, B 8, SwiGLU of
@@ -20,8 +20,9 @@ optimizer are left out):
 The peak is this CPU's fp32 matmul rate, measured in the same run on a 2048 x 2048 product in numpy, XLA
 and PyTorch; "% of peak" is against the best of the three.
 
-The ablation row traces the same model with every custom VJP of jaxmodels.layers (dense projections and the
-tied head, attention core, SwiGLU) replaced by its plain formulation, differentiated by JAX: what the custom VJPs buy, same run.
+Ours runs in both layer paths (docs/layers.md): "tuned", what the CPU gets by default (custom VJPs, the
+heads-major attention core), and "plain" (`use_layers("plain")`: einsum projections differentiated by JAX,
+`jax.nn.dot_product_attention`), what every other backend gets; the plain row says what the tuned path buys here.
 
 The floor row runs every dot of our compiled step (and forward) alone, same shapes and dimension numbers, in
 one jitted function: how long XLA:CPU's matmuls take with no other kernel around them. The torch floor row runs
@@ -32,7 +33,6 @@ library's rather than the rest of the step's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import time
@@ -45,13 +45,9 @@ import optax
 import torch
 from flax import nnx
 
-import jaxmodels.layers.attention as attention_layers
-import jaxmodels.layers.dense as dense_layers
-import jaxmodels.layers.mlp as mlp_layers
 from jaxmodels_benchmarks.harness import block, time_alternating, write_results
 from jaxmodels_benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
 from jaxmodels import Hyformer, HyformerConfig
-from jaxmodels.layers.attention_core import reference_attention
 from jaxmodels_training.hyformer import loss_fn
 from jaxmodels_training.optim import make_optimizer
 from jaxmodels_training.step import make_train_step
@@ -61,7 +57,7 @@ FFN = 4 * D_MODEL
 LR, WEIGHT_DECAY, GRAD_CLIP, BETAS = 1e-3, 0.1, 1.0, (0.9, 0.95)
 PEAK_N = 2048
 BUSY_SHARE = 0.2  # above this share of the CPU used by other processes, the notes warn that they competed
-OURS, ABLATION = "ours", "ours, autodiff (no custom VJPs)"
+OURS, PLAIN = "ours (tuned layers)", "ours (plain layers)"
 FLOOR = "ours: its dots alone (XLA floor)"
 TORCH_FLOOR = "torch: our dots alone (its matmuls)"
 EAGER, EAGER_FUSED, COMPILED = "torch eager", "torch eager, fused AdamW", "torch compile, fused AdamW"
@@ -72,10 +68,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks hyformer", description=__doc__.split("\n\n")[0])
     p.add_argument("--vocab", type=int, default=260, help="vocabulary size (default 260: byte-level)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per measurement (default 21, --quick 5)")
-    p.add_argument("--quick", action="store_true", help="fewer runs, for a smoke test")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer runs, for a smoke test (results go to hyformer-quick.{json,md})")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (it compiles for about a minute)")
     p.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 rows")
-    p.add_argument("--no-ablation", action="store_true", help="skip our model without its custom VJPs")
+    p.add_argument("--no-plain", action="store_true", help="skip our model in the plain layer path")
     p.add_argument("--no-floor", action="store_true", help="skip the row of our compiled step's dots run alone")
     args = p.parse_args(argv)
     if args.runs is None:
@@ -135,26 +132,12 @@ def measure_peak(runs: int) -> dict[str, float]:
     return {name: 2 * PEAK_N ** 3 / t["median"] / 1e9 for name, t in times.items()}
 
 
-@contextlib.contextmanager
-def plain_autodiff():
-    """While tracing: the layers' custom VJPs replaced by their plain formulations (the ablation)."""
-    saved = (dense_layers.projections, dense_layers.matmul_t, attention_layers.attention_core, mlp_layers.swiglu)
-    # a custom_vjp's `fun` is its undecorated forward, which JAX then differentiates itself
-    dense_layers.projections, dense_layers.matmul_t = saved[0].fun, saved[1].fun
-    attention_layers.attention_core = reference_attention  # a select mask, not the core's additive one
-    mlp_layers.swiglu = saved[3].fun
-    try:
-        yield
-    finally:
-        dense_layers.projections, dense_layers.matmul_t, attention_layers.attention_core, mlp_layers.swiglu = saved
-
-
-def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = False, hlo: bool = False) -> dict:
-    """Our jitted training step (state carried between calls, donated) and jitted forward (logits); with `hlo`,
-    also their optimised HLO texts (side["hlo"]: {"train": ..., "forward": ...})."""
+def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, layers: str = "tuned", hlo: bool = False) -> dict:
+    """Our jitted training step (state carried between calls, donated) and jitted forward (logits) in the
+    `layers` path; with `hlo`, also their optimised HLO texts (side["hlo"]: {"train": ..., "forward": ...})."""
     config = HyformerConfig.small(vocab_size=vocab, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=N_HEADS,
                                   max_seq_len=SEQ_LEN)
-    graphdef, params = nnx.split(Hyformer(config, rngs=nnx.Rngs(0)), nnx.Param)
+    graphdef, params = nnx.split(Hyformer(config, rngs=nnx.Rngs(0)).use_layers(layers), nnx.Param)
     tx = make_optimizer(optax.constant_schedule(LR), weight_decay=WEIGHT_DECAY, grad_clip=GRAD_CLIP, b1=BETAS[0],
                         b2=BETAS[1])
     loss = partial(loss_fn, task="lm", mask_id=0, vocab_size=vocab)
@@ -172,11 +155,10 @@ def jax_side(vocab: int, ids: np.ndarray, compute_dtype=None, *, ablate: bool = 
     def logits(p, x):
         return nnx.merge(graphdef, p)(x, "lm").logits
 
-    with plain_autodiff() if ablate else contextlib.nullcontext():  # tracing happens on the first calls
-        side = first_calls(train, lambda: logits(fwd_params, batch))
-        if hlo:
-            side["hlo"] = {"train": step.lower(state["params"], state["opt_state"], batch, key).compile().as_text(),
-                           "forward": logits.lower(fwd_params, batch).compile().as_text()}
+    side = first_calls(train, lambda: logits(fwd_params, batch))
+    if hlo:
+        side["hlo"] = {"train": step.lower(state["params"], state["opt_state"], batch, key).compile().as_text(),
+                       "forward": logits.lower(fwd_params, batch).compile().as_text()}
     return side
 
 
@@ -303,8 +285,11 @@ def main(argv: list[str]) -> None:
             sides[COMPILED] = torch_side(args.vocab, ids, compiled=True, fused_adamw=True)
         except Exception as e:  # noqa: BLE001 - any dynamo/inductor failure means "not available on this CPU"
             notes.append(f"torch.compile skipped: it failed on this machine ({type(e).__name__}: {str(e)[:200]})")
-    if not args.no_ablation:
-        sides[ABLATION] = jax_side(args.vocab, ids, ablate=True)
+    if not args.no_plain:
+        sides[PLAIN] = jax_side(args.vocab, ids, layers="plain")
+        notes.append(f"`{PLAIN}`: the same model after `use_layers(\"plain\")`, the layers every backend but the CPU "
+                     "gets by default (einsum projections differentiated by JAX, jax.nn.dot_product_attention, no "
+                     f"custom VJPs); `{OURS}` is what the CPU gets (docs/layers.md).")
     compile_s = {name: side["compile_s"] for name, side in sides.items()}
     first_loss = {name: side["first_loss"] for name, side in sides.items()}
     if not args.no_floor:
@@ -328,6 +313,8 @@ def main(argv: list[str]) -> None:
     if not args.no_bf16:
         bf16 = {OURS: jax_side(args.vocab, ids, jnp.bfloat16),
                 EAGER: torch_side(args.vocab, ids, compiled=False, fused_adamw=False, autocast_bf16=True)}
+        if not args.no_plain:
+            bf16[PLAIN] = jax_side(args.vocab, ids, jnp.bfloat16, layers="plain")
         rows += compare("train bf16", "train", flops["train"], peak, bf16, args.runs)
         rows += compare("forward bf16", "forward", flops["forward"], peak, bf16, args.runs)
 
@@ -346,12 +333,12 @@ def main(argv: list[str]) -> None:
                      "noisier than usual, and PyTorch's OpenMP threads slow down sharply when they lose their cores. "
                      "Compare ratios from runs on a quiet machine.")
     for row in rows:
-        print(f"{row['case']:>13} {row['impl']:>31}: {row['median ms']:8.1f} ms  x{row['this / ours']:.2f}  "
+        print(f"{row['case']:>13} {row['impl']:>35}: {row['median ms']:8.1f} ms  x{row['this / ours']:.2f}  "
               f"{row['GFLOP/s']:6.1f} GFLOP/s", flush=True)
     results = {"config": {"d_model": D_MODEL, "n_layers": N_LAYERS, "n_heads": N_HEADS, "seq_len": SEQ_LEN,
                           "batch": BATCH, "ffn": FFN, "vocab": args.vocab, "runs": args.runs},
                "flops": flops, "peak_gflops": peaks, "peak_others_cpu_share": peak_load.share, "compile_s": compile_s,
                "first_loss": first_loss}
-    write_results("hyformer", results, rows, notes="\n\n".join(notes),
+    write_results("hyformer-quick" if args.quick else "hyformer", results, rows, notes="\n\n".join(notes),
                   columns=["case", "impl", "median ms", "min ms", "this / ours", "GFLOP/s", "% of peak",
                            "others' CPU %"])
