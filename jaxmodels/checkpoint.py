@@ -45,8 +45,3 @@ def write_native(config, tensors: Sequence[PlannedTensor], path: str | os.PathLi
         (tmp / CONFIG_NAME).write_text(json.dumps(native_config(config), indent=2, sort_keys=True) + "\n")
     return Path(path)
 
-
-def save_model(model: nnx.Module, config, path: str | os.PathLike, *, overwrite: bool = True,
-               max_shard_bytes: int | None = None) -> Path:
-    """Writes `model` (with `config`) in our format; see jaxmodels.pretrained.save_pretrained."""
-    return write_native(config, model_tensors(model), path, overwrite=overwrite, max_shard_bytes=max_shard_bytes)

@@ -176,7 +176,7 @@ class Hyformer(Pretrained, Decoder):
         if task == "prediction":
             logits = self.prediction_head(x[:, 0], k_head)  # [B, L]
         else:
-            logits = self.embed.decode(x)  # [B, T, V]
+            logits = self.embed.decode(x, layers=self.spec.layers)  # [B, T, V]
         loss = None if labels is None else self.loss(logits, labels, task, attention_mask)
         return ModelOutput(logits, loss, {"hidden_states": x, "kv_caches": kv_caches})
 

@@ -213,7 +213,7 @@ class LlamaForCausalLM(Pretrained, Decoder):
             kv_caches = self.init_cache(input_ids.shape[0])
         x, kv_caches = self.hidden_states(input_ids, causal=True, attention_mask=attention_mask,
                                           positions=positions, kv_caches=kv_caches, dropout_key=dropout_key)
-        logits = (self.embed if self.lm_head is None else self.lm_head).decode(x)
+        logits = (self.embed if self.lm_head is None else self.lm_head).decode(x, layers=self.spec.layers)
         loss = None
         if labels is not None:
             if attention_mask is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxmodels_benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
 
@@ -30,6 +31,7 @@ def test_dots_of_a_compiled_module_are_found_and_rerun():
 
 
 def test_torch_runs_the_same_products():
+    pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
     specs = [DotSpec((13, 7), (7, 11), ((1,), (0,)), ((), ())),  # x @ w
              DotSpec((7, 13), (7, 11), ((0,), (0,)), ((), ())),  # x^T @ w
              DotSpec((13, 7), (11, 7), ((1,), (1,)), ((), ())),  # x @ w^T

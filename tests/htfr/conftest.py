@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+
 from jaxmodels.htfr import HTFRConfig, HTFRModel
 from jaxmodels.htfr.init import random_tensors
 

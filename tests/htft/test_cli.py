@@ -5,6 +5,9 @@ import json
 import numpy as np
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 from jaxmodels_interop.teacher import HFTeacher, generate_greedy
 from jaxmodels.htft import HTFTTrainer, load_htft_checkpoint
 from jaxmodels_training import htft

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+
 from jaxmodels.htfr import HTFRConfig
 from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint, HTFTTrainer,
                             HypertensorFieldTransformer, StageSpec, build_vocab_mapping, load_htft_checkpoint,

@@ -5,6 +5,9 @@ import shutil
 
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 from jaxmodels_interop.teacher import FlaxTeacher, HFTeacher, TeacherError, generate_greedy
 from jaxmodels_interop.teacher_load import load_teacher
 from jaxmodels.htft import load_htft_checkpoint

@@ -4,6 +4,9 @@ RoPE, Llama with scaled RoPE), our exported Hyformer and our Flax Hyformer."""
 import numpy as np
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 from jaxmodels_interop.teacher import HFTeacher, TeacherError, capture, token_stream
 from jaxmodels_interop.teacher_load import load_teacher
 from jaxmodels.htft import ContextBuilder, ContextBuilderConfig, rope_phases

@@ -53,6 +53,7 @@ def test_bad_teachers(teacher_dir, tmp_path):
 
 
 def test_flax_teacher_capture():
+    pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
     import dataclasses
 
     from flax import nnx

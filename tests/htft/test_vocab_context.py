@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+
 from jaxmodels.htft import ContextBuilder, ContextBuilderConfig, build_vocab_mapping
 
 W, H, L, E = 13, 24, 5, 7  # prime, distinct

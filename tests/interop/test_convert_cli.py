@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 import torch
 import transformers
 from safetensors.numpy import load_file

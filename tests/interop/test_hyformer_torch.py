@@ -13,6 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 import torch
 from safetensors.numpy import load_file, save_file
 from flax import nnx

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+pytest.importorskip("faiss", reason="needs the index (the htfr extra)")
+
 from jaxmodels_kernels.index import FaissIndex
 
 

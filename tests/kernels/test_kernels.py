@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytest.importorskip("numba", reason="needs the host kernels (the htfr extra)")
+
 from jaxmodels_kernels.countsketch import apply_count_sketch, make_count_sketch, reference_count_sketch
 from jaxmodels_kernels.fwht import fwht, fwht_host, fwht_jax, hadamard, next_pow2, reference_fwht
 from jaxmodels_kernels.hashing import (hashed_ngram_features, hashed_ngram_features_jax, reference_hashed_ngram_features,

@@ -5,6 +5,9 @@ import math
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 import torch
 
 from jaxmodels_training.svf_losses import group_advantages, kl_ref_pi, ppo_loss, reinforce_loss, token_logprobs

@@ -3,6 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 import torch
 import transformers
 

@@ -6,11 +6,13 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vvalt_bert.py"
 
 
 def test_bert_cls_feeds_vvalt(capsys):
+    pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
     spec = importlib.util.spec_from_file_location("vvalt_bert_example", EXAMPLE)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)

@@ -9,6 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="needs the PyTorch side (the torch extra)")
+
 import torch
 from safetensors.numpy import load_file
 from transformers import AutoModel, AutoModelForSequenceClassification
