@@ -3,6 +3,7 @@ every third-party import is a declared dependency, and nothing imports the gener
 
 import ast
 import importlib.metadata as md
+import importlib.util
 import json
 import re
 import subprocess
@@ -250,3 +251,15 @@ def test_folder_name_imports_are_seen():
     found = [module for _, module in [*_absolute_imports(ast.parse(code)), *_module_strings(ast.parse(code))]
              if module.partition(".")[0] in FOLDER_NAMES]
     assert sorted(found) == ["benchmarks.suites.", "interop.convert_cli", "kernels", "training.hyformer"]
+
+
+def test_the_kernels_folder_never_shadows_hugging_faces_kernels_package():
+    """transformers (>= 5.25) imports Hugging Face's `kernels`; with the repository root first on sys.path (pytest,
+    `python -m ...` from the root) a regular package in our kernels/ folder would be found instead. Without an
+    __init__.py the folder is only a namespace portion, which loses to any regular package later on the path."""
+    assert not (ROOT / "kernels" / "__init__.py").exists()
+    code = ("import importlib.util, sys; sys.path.insert(0, sys.argv[1]); spec = importlib.util.find_spec('kernels'); "
+            "print(spec.origin if spec else None)")
+    origin = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True).stdout
+    if importlib.util.find_spec("kernels") is not None and md.packages_distributions().get("kernels"):
+        assert origin.strip() not in ("None", "") and not origin.strip().startswith(str(ROOT / "kernels")), origin
