@@ -7,6 +7,7 @@ left; positions count real tokens only, so each row generates as it would alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 
@@ -39,10 +40,49 @@ def _next_token(logits, key, temperature, top_k, top_p):
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-# temperature and top_p are traced (changing them does not recompile); whether they apply is static.
-@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "top_k", "eos_token_id", "pad_token_id"))
-def _generate(graphdef, state, input_ids, attention_mask, key, temperature, top_p, *, max_new_tokens, top_k,
-              eos_token_id, pad_token_id):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """What `sample_step` draws from, as a jitted function takes it: temperature and top_p are traced arrays
+    (changing their values does not recompile), top_k and whether each applies (None) are static."""
+
+    temperature: jax.Array | None
+    top_p: jax.Array | None
+    top_k: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+    @classmethod
+    def make(cls, vocab_size: int, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None) -> Sampling:
+        """Checks the settings; temperature 0 is greedy (top_k and top_p then do nothing)."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and not 1 <= top_k <= vocab_size:
+            raise ValueError(f"top_k must lie in [1, {vocab_size}], got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+        if temperature == 0:
+            return cls(None, None, None)
+        return cls(jnp.float32(temperature), None if top_p is None else jnp.float32(top_p),
+                   None if top_k is None else int(top_k))
+
+
+def sample_step(logits: jax.Array, key: jax.Array, sampling: Sampling) -> tuple[jax.Array, jax.Array]:
+    """One token per row from logits [B, V] -> (token ids [B] int32, the key for the next step).
+
+    Every decoding loop splits its key this way once per token, so equal seeds give equal random streams.
+    """
+    key, sub = jax.random.split(key)
+    return _next_token(logits, sub, sampling.temperature, sampling.top_k, sampling.top_p), key
+
+
+def eos_ids(eos_token_id: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """One EOS id or several -> a tuple of ints (hashable, so it can be a static argument); None stays None."""
+    return None if eos_token_id is None else tuple(int(e) for e in np.atleast_1d(eos_token_id))
+
+
+@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_token_id", "pad_token_id"))
+def _generate(graphdef, state, input_ids, attention_mask, key, sampling, *, max_new_tokens, eos_token_id,
+              pad_token_id):
     model = nnx.merge(graphdef, state)
     b, t = input_ids.shape
     cache = model.init_cache(b, t + max_new_tokens)
@@ -55,8 +95,7 @@ def _generate(graphdef, state, input_ids, attention_mask, key, temperature, top_
 
     def body(carry):
         i, tokens, cache, logits, done, key = carry
-        key, sub = jax.random.split(key)
-        tok = _next_token(logits, sub, temperature, top_k, top_p)
+        tok, key = sample_step(logits, key, sampling)
         tok = jnp.where(done, pad_token_id, tok)
         tokens = jax.lax.dynamic_update_slice(tokens, tok[:, None], (0, t + i))
         if eos_token_id is not None:
@@ -87,12 +126,7 @@ def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: flo
     if input_ids.shape[1] + max_new_tokens > limit:
         raise ValueError(f"prompt length {input_ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the "
                          f"model's max_seq_len {limit}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and not 1 <= top_k <= model.spec.vocab_size:
-        raise ValueError(f"top_k must lie in [1, {model.spec.vocab_size}], got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    sampling = Sampling.make(model.spec.vocab_size, temperature, top_k, top_p)
     lo, hi = int(np.min(input_ids)), int(np.max(input_ids))
     if lo < 0 or hi >= model.spec.vocab_size:
         raise ValueError(f"token ids must lie in [0, {model.spec.vocab_size}); got values from {lo} to {hi}")
@@ -103,14 +137,9 @@ def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: flo
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_ids.shape)}")
     if not bool(jnp.all(attention_mask[:, -1] == 1)):
         raise ValueError("generation needs left padding: the last prompt position of every row must be a real token")
-    if eos_token_id is not None:
-        eos_token_id = tuple(int(e) for e in np.atleast_1d(eos_token_id))
+    eos_token_id = eos_ids(eos_token_id)
     if pad_token_id is None:
         pad_token_id = eos_token_id[0] if eos_token_id else 0
     graphdef, state = nnx.split(model)
-    sampled = temperature > 0
-    return _generate(graphdef, state, input_ids, attention_mask, jax.random.key(seed),
-                     jnp.float32(temperature) if sampled else None,
-                     jnp.float32(top_p) if sampled and top_p is not None else None,
-                     max_new_tokens=int(max_new_tokens), top_k=top_k if sampled else None,
-                     eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
+    return _generate(graphdef, state, input_ids, attention_mask, jax.random.key(seed), sampling,
+                     max_new_tokens=int(max_new_tokens), eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
