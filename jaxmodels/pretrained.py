@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,20 +111,52 @@ def _choose(resolved: Resolved, keys: list[str], where, expected: type | None) -
     return cls
 
 
+def gguf_in(path: str | os.PathLike) -> Path | None:
+    """The .gguf file `path` names: the file itself, or the only .gguf of a directory without config.json.
+    None when it names neither; an error for such a directory holding several."""
+    path = Path(path)
+    if path.suffix == ".gguf" and not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        return path
+    if not path.is_dir() or (path / CONFIG_NAME).exists():
+        return None
+    found = sorted(path.glob("*.gguf"))
+    if len(found) > 1:
+        raise ValueError(f"{path}: holds {len(found)} .gguf files ({', '.join(f.name for f in found)}); pass one")
+    return found[0] if found else None
+
+
+def _resolve_gguf(path: Path, model_type: str | None) -> tuple[Resolved, Any]:
+    """A .gguf file as a Hugging Face checkpoint (jaxmodels.gguf: the family from its architecture)."""
+    from jaxmodels.gguf import open_gguf
+
+    source = open_gguf(path)
+    if model_type is not None and model_type not in source.family.model_types:
+        raise ValueError(f"{path}: a GGUF {source.arch.name} file is a {source.family.name} model, not {model_type!r}")
+    return Resolved(source.family, source.config, False, source.ignored, source.hf_config), source.weights
+
+
 def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, dtype=None,
                     expected: type | None = None, weights=None) -> nnx.Module:
     """Loads a checkpoint directory (config.json + safetensors, single or sharded) into a Flax NNX model.
 
     Either format: ours (`save_pretrained`, or a training run directory holding one in model/), or a Hugging
-    Face one of a registered family (`jaxmodels.family.model_types()`). The family comes from `model_type`
+    Face one of a registered family (`jaxmodels.family.model_types()`); or a llama.cpp .gguf file (or a
+    directory holding exactly one and no config.json), dequantised to float32 (jaxmodels.gguf). The family comes from `model_type`
     (argument, else config.json); the class from the family (V.V.A.L.T: from the stored heads); `expected`
     insists on a class. Every tensor is checked against the model's shapes and every problem reported at once.
     `weights`: another reader with the SafetensorsCheckpoint interface (e.g. PyTorch .bin files).
     """
-    path = model_dir(path)
-    resolved = resolve(path, model_type)
+    gguf_file = gguf_in(path)
+    if gguf_file is not None:
+        resolved, weights = _resolve_gguf(gguf_file, model_type)
+        path = gguf_file
+    else:
+        path = model_dir(path)
+        resolved = resolve(path, model_type)
+        weights = SafetensorsCheckpoint(path) if weights is None else weights
     family = resolved.family
-    weights = SafetensorsCheckpoint(path) if weights is None else weights
     cls = _choose(resolved, weights.keys(), path, expected)
     dtype = check_dtype(family, dtype)
     with _scope(family, dtype):
@@ -199,9 +232,11 @@ def _to_hf_tensors(family: Family, ours: list[PlannedTensor], dtype: np.dtype | 
 
 
 def write_hf(family: Family, config, cls: type, ours: list[PlannedTensor], dst: str | os.PathLike, *, dtype=None,
-             max_shard_size=None, layout: str = "transformers", overwrite: bool = False) -> dict:
+             max_shard_size=None, layout: str = "transformers", overwrite: bool = False,
+             extra: Callable[[Path], None] | None = None) -> dict:
     """Our tensors -> a Hugging Face directory: keys and layouts from the family's table, its config.json, and
-    its modeling code (auto_map) where it has some. `layout` names one of the family's other layouts."""
+    its modeling code (auto_map) where it has some. `layout` names one of the family's other layouts.
+    `extra(directory)` writes further files (a tokenizer) into the directory before it is renamed into place."""
     dtype = check_dtype(family, dtype)
     tensors = _to_hf_tensors(family, ours, dtype)
     hf_config = family.to_hf(config, cls)
@@ -218,6 +253,8 @@ def write_hf(family: Family, config, cls: type, ours: list[PlannedTensor], dst: 
             hf_config["dtype"] = _DTYPE_NAMES.get(np.dtype(tensors[0].dtype), "float32")
         write_shards(tensors, tmp, max_shard_bytes=_shard_bytes(max_shard_size), metadata={"format": "pt"})
         (tmp / CONFIG_NAME).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+        if extra is not None:
+            extra(tmp)
     return _summary(family, dst, tensors)
 
 

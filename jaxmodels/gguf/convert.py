@@ -1,0 +1,166 @@
+"""A GGUF file seen as a Hugging Face checkpoint: a transformers config dict and a weights reader keyed by the
+family's Hugging Face names, so loading and converting go through `jaxmodels.pretrained` unchanged.
+
+`GGUFWeights` has the `SafetensorsCheckpoint` interface; `get(key)` dequantises one tensor (float32, through
+`gguf.quants.dequantize`) and undoes llama.cpp's layout changes, giving the tensor transformers would hold.
+Every problem (unknown architecture, a type the library cannot dequantise, a tensor no parameter takes, a
+parameter no tensor fills, a shape that does not fit) is reported before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from jaxmodels import family as families
+from jaxmodels.checkpoint import CONFIG_NAME, native_config
+from jaxmodels.gguf import tokenizer
+from jaxmodels.gguf.archs import Arch, arch_of, hf_config
+from jaxmodels.gguf.reader import GGUFError, GGUFFile
+from jaxmodels.hf.convert import param_shapes, plan_import
+from jaxmodels.hf.writer import PlannedTensor, write_shards
+from jaxmodels.io import atomic_directory
+
+_SUFFIXES = (".weight", ".bias")
+
+
+class GGUFWeights:
+    """keys() / shape(key) / dtype(key) / get(key) over a GGUF file's tensors, keyed by Hugging Face names.
+
+    `hf_keys`: the names the target model's parameters have; each is looked up in the gguf library's name map
+    of the architecture. `unused`: the file's tensors that none of them names.
+    """
+
+    def __init__(self, file: GGUFFile, arch: Arch, hf_cfg: dict, hf_keys: list[str]):
+        self.file, self.directory, self.files = file, file.path, [file.path.name]
+        name_map = arch.name_map(hf_cfg["num_hidden_layers"])
+        self._transforms = arch.transforms(hf_cfg)
+        self._source: dict[str, tuple[str, Any]] = {}  # hf key -> (gguf name, transform or None)
+        for key in hf_keys:
+            found = name_map.get_type_and_name(key, try_suffixes=_SUFFIXES)
+            if found is not None and found[1] in file.tensors:
+                self._source[key] = (found[1], self._transforms.get(found[0]))
+        taken = {name for name, _ in self._source.values()}
+        self.unused = [name for name in file.tensors if name not in taken]
+
+    def keys(self) -> list[str]:
+        return sorted(self._source)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._source
+
+    def gguf_name(self, key: str) -> str:
+        return self._source[key][0]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.file.shape(self._source[key][0])
+
+    def dtype(self, key: str) -> str:
+        return "F32"  # dequantised
+
+    def numpy_dtype(self, key: str) -> np.dtype:
+        return np.dtype(np.float32)
+
+    def get(self, key: str) -> np.ndarray:
+        name, transform = self._source[key]
+        values = self.file.dequantize(name)
+        return values if transform is None else transform.from_gguf(values)
+
+    def total_bytes(self) -> int:
+        return self.file.path.stat().st_size
+
+
+@dataclasses.dataclass(frozen=True)
+class GGUFSource:
+    """An opened GGUF file: its architecture row, the family, our config, the transformers config dict it
+    stands for, the Hugging Face attributes the family ignored, and the weights."""
+
+    file: GGUFFile
+    arch: Arch
+    family: families.Family
+    config: Any
+    hf_config: dict
+    ignored: dict
+    model_class: type
+    weights: GGUFWeights
+
+
+def open_gguf(path: str | os.PathLike) -> GGUFSource:
+    """Reads a .gguf file's header and checks everything the conversion needs (no tensor data is read)."""
+    file = GGUFFile(path)
+    arch = arch_of(file)
+    bad = file.undequantizable()
+    if bad:
+        raise GGUFError(f"{file.path}: the gguf library cannot dequantise {len(bad)} tensor(s): {', '.join(bad[:5])}"
+                        + (" ..." if len(bad) > 5 else ""))
+    cfg = hf_config(file, arch)
+    family = families.get(arch.model_type, source=str(file.path))
+    config, ignored = family.from_hf(cfg, str(file.path))
+    cls = family.model_class(config, [], cfg)
+    shapes = param_shapes(nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0))))
+    hf_keys = [family.table.to_hf(k)[0] for k in shapes]
+    weights = GGUFWeights(file, arch, cfg, hf_keys)
+    if weights.unused:
+        raise GGUFError(f"{file.path}: {len(weights.unused)} tensor(s) have no parameter in a {family.name} model "
+                        f"of this configuration: {weights.unused[:5]}")
+    return GGUFSource(file, arch, family, config, cfg, ignored, cls, weights)
+
+
+def _check_outside(src: Path, dst: Path) -> None:
+    """The output directory is replaced whole (with --force): it must not hold the source, nor be it."""
+    dst = Path(os.path.abspath(dst)).resolve()
+    for candidate in {Path(os.path.abspath(src)), src.resolve()}:
+        if candidate == dst or dst in candidate.parents:
+            raise ValueError(f"{dst} holds the source {src}; choose an output directory outside it")
+
+
+def planned_tensors(source: GGUFSource, dtype: np.dtype | None) -> list[PlannedTensor]:
+    """Our parameters, produced one at a time from the file (float32, or cast to `dtype`)."""
+    family = source.family
+    shapes = param_shapes(nnx.eval_shape(lambda: source.model_class(source.config, rngs=nnx.Rngs(0))))
+    out = np.dtype(dtype or np.float32)
+    weights = source.weights
+    return [PlannedTensor(s.ours, s.our_shape, out, lambda s=s: s.load(weights).astype(out, copy=False))
+            for s in plan_import(shapes, weights, family.table, tied=family.tied(source.config))]
+
+
+def convert_from_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=None, to: str = "ours",
+                      overwrite: bool = False) -> dict:
+    """A .gguf file -> our checkpoint directory (`to="ours"`) or a transformers one (`to="hf"`), with the
+    tokenizer files. Atomic; an existing dst needs overwrite=True, and dst may never hold the source."""
+    from jaxmodels.pretrained import check_dtype, write_hf
+
+    if to not in ("ours", "hf"):
+        raise ValueError(f"to={to!r}: expected 'ours' or 'hf'")
+    src, dst = Path(src), Path(dst)
+    source = open_gguf(src)
+    _check_outside(src, dst)
+    dtype = check_dtype(source.family, dtype)
+    tensors = planned_tensors(source, dtype)
+    files = tokenizer.files(source.file)  # built before the output exists: a tokenizer problem writes nothing
+
+    def extra(directory: Path) -> None:
+        for name, text in files.items():
+            (directory / name).write_text(text)
+
+    if to == "hf":
+        summary = write_hf(source.family, source.config, source.model_class, tensors, dst, overwrite=overwrite,
+                           extra=extra)
+    else:
+        with atomic_directory(dst, overwrite=overwrite) as tmp:
+            write_shards(tensors, tmp, metadata={"format": "jaxmodels"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(native_config(source.config), indent=2, sort_keys=True) + "\n")
+            extra(tmp)
+        summary = {"model_type": source.family.model_types[0], "path": str(dst), "tensors": len(tensors),
+                   "total_size": sum(t.nbytes for t in tensors)}
+    counts: dict[str, int] = {}
+    for name in source.file.tensors:
+        counts[source.file.qtype(name).name] = counts.get(source.file.qtype(name).name, 0) + 1
+    return {**summary, "architecture": source.arch.name, "gguf_types": counts, "tokenizer": sorted(files),
+            "ignored": source.ignored}
