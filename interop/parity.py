@@ -70,14 +70,22 @@ def _until_eos(tokens, eos: set[int]) -> list[int]:
     return out
 
 
-def measure(hf_dir: str | Path, new_tokens: int = 64, prompts: dict[str, str] | None = None) -> list[dict]:
-    """One row per prompt: tokens, max errors from the float64 reference, their ratio, greedy agreement."""
+def measure(hf_dir: str | Path, new_tokens: int = 64, prompts: dict[str, str] | None = None, *,
+            gguf_file: str | None = None, ours: str | Path | None = None) -> list[dict]:
+    """One row per prompt: tokens, max errors from the float64 reference, their ratio, greedy agreement.
+
+    transformers reads `hf_dir` (or the GGUF file `gguf_file` in it, dequantised); ours is loaded from
+    `ours` (default: the same directory or file) with jaxmodels.from_pretrained.
+    """
     hf_dir = str(hf_dir)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    extra = {} if gguf_file is None else {"gguf_file": gguf_file}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir, **extra)
     prompts = prompts or builtin_prompts(tokenizer)
-    ref64 = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float64).eval()
-    hf32 = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-    ours = from_pretrained(hf_dir)
+    ref64 = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float64, **extra).eval()
+    hf32 = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32, **extra).eval()
+    if ours is None:
+        ours = hf_dir if gguf_file is None else Path(hf_dir) / gguf_file
+    ours = from_pretrained(ours)
     forward = _forward(ours)
     eos = hf32.generation_config.eos_token_id
     eos = [] if eos is None else list(np.atleast_1d(eos))
