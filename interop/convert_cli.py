@@ -2,6 +2,7 @@
 
   jaxmodels-convert from-hf SRC DST   a transformers checkpoint (or the original Hyformer's) -> ours
   jaxmodels-convert to-hf SRC DST     ours (a model dir or a training run dir) -> a transformers checkpoint
+  jaxmodels-convert from-gguf FILE OUT  a llama.cpp .gguf file -> ours (or --to hf: a transformers directory)
   jaxmodels-convert inspect PATH      what a checkpoint directory holds
 
 Every registered model family converts the same way (jaxmodels.pretrained over jaxmodels.family). Conversions
@@ -24,7 +25,7 @@ from jaxmodels.hf.source import CheckpointError, SafetensorsCheckpoint
 from jaxmodels.hf.writer import parse_size
 from jaxmodels.pretrained import DTYPES, convert_from_hf, convert_to_hf, model_dir, resolve
 
-__all__ = ["DTYPES", "from_hf", "inspect", "main", "open_weights", "parse_size", "to_hf"]
+__all__ = ["DTYPES", "from_gguf", "from_hf", "inspect", "main", "open_weights", "parse_size", "to_hf"]
 
 
 def open_weights(src: Path):
@@ -49,6 +50,13 @@ def from_hf(src: Path, dst: Path, *, model_type=None, dtype=None, max_shard=None
 def to_hf(src: Path, dst: Path, *, dtype=None, max_shard=None, force=False, layout: str = "transformers") -> dict:
     """Ours (a model directory or a training run directory) -> a Hugging Face directory."""
     return convert_to_hf(src, dst, dtype=dtype, max_shard_size=max_shard, overwrite=force, layout=layout)
+
+
+def from_gguf(src: Path, dst: Path, *, dtype=None, to: str = "ours", force=False) -> dict:
+    """A .gguf file -> ours or (to="hf") a transformers directory, dequantised, with its tokenizer files."""
+    from jaxmodels.gguf import convert_from_gguf
+
+    return convert_from_gguf(src, dst, dtype=dtype, to=to, overwrite=force)
 
 
 def inspect(path: Path) -> dict:
@@ -85,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             c.add_argument("--layout", default="transformers", choices=layouts,
                            help="transformers (default), or another layout of the family (hyformer: original)")
+    g = sub.add_parser("from-gguf", help="a llama.cpp .gguf file -> ours (or a Hugging Face directory)")
+    g.add_argument("src", type=Path, metavar="FILE")
+    g.add_argument("dst", type=Path, metavar="OUT")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="dequantise to this dtype (default float32)")
+    g.add_argument("--to", choices=("ours", "hf"), default="ours",
+                   help="ours (default: what save_pretrained writes) or hf (a transformers directory)")
+    g.add_argument("--force", action="store_true", help="replace OUT if it exists (never the source)")
     i = sub.add_parser("inspect", help="summarise a checkpoint directory")
     i.add_argument("path", type=Path)
     return p
@@ -97,6 +113,14 @@ def main(argv=None) -> None:
             print(json.dumps(inspect(args.path), indent=2))
             return
         dtype = DTYPES[args.dtype] if args.dtype else None
+        if args.command == "from-gguf":
+            summary = from_gguf(args.src, args.dst, dtype=dtype, to=args.to, force=args.force)
+            types = ", ".join(f"{n} {k}" for k, n in sorted(summary["gguf_types"].items()))
+            print(f"wrote {args.dst}: {summary['model_type']} ({'transformers' if args.to == 'hf' else 'jaxmodels'} "
+                  f"format) from GGUF {summary['architecture']} ({types}), {summary['tensors']} tensors, "
+                  f"{summary['total_size'] / 2**20:.1f} MiB {args.dtype}; tokenizer: "
+                  f"{', '.join(summary['tokenizer']) or 'none in the file'}")
+            return
         max_shard = parse_size(args.max_shard_size) if args.max_shard_size else None
         if args.verify and getattr(args, "layout", "transformers") != "transformers":
             raise ValueError(f"--verify needs the transformers layout (the {args.layout} layout has no modeling code)")
