@@ -143,9 +143,10 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
 
     Either format: ours (`save_pretrained`, or a training run directory holding one in model/), or a Hugging
     Face one of a registered family (`jaxmodels.family.model_types()`); or a llama.cpp .gguf file (or a
-    directory holding exactly one and no config.json), dequantised to float32 (jaxmodels.gguf). The family comes from `model_type`
-    (argument, else config.json); the class from the family (V.V.A.L.T: from the stored heads); `expected`
-    insists on a class. Every tensor is checked against the model's shapes and every problem reported at once.
+    directory holding exactly one and no config.json), dequantised to float32 (jaxmodels.gguf). The family
+    comes from `model_type` (argument, else config.json, else the GGUF architecture); the class from the family
+    (V.V.A.L.T: from the stored heads); `expected` insists on a class. Every tensor is checked against the
+    model's shapes and every problem reported at once.
     `weights`: another reader with the SafetensorsCheckpoint interface (e.g. PyTorch .bin files).
     """
     gguf_file = gguf_in(path)

@@ -111,7 +111,8 @@ class GGUFFile:
 
     def undequantizable(self) -> list[str]:
         """'name (TYPE)' for every tensor whose type `gguf.quants.dequantize` does not implement."""
-        return [f"{name} ({t.tensor_type.name})" for name, t in self.tensors.items() if not dequantizable(t.tensor_type)]
+        return [f"{name} ({t.tensor_type.name})" for name, t in self.tensors.items()
+                if not dequantizable(t.tensor_type)]
 
     def dequantize(self, name: str) -> np.ndarray:
         """The tensor as float32 of shape `shape(name)`, exactly as `gguf.quants.dequantize` computes it."""
