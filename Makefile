@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # build that runs on the CPU). A bare `torch` requirement would pull an unpinned multi-GB build from the index.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-real bench clean
 
 $(STAMP): pyproject.toml Makefile
 	rm -rf $(VENV)
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m interop.real_demo --out runs/demo-smollm2
 	$(PY) -m training.hyformer --demo --out runs/demo --force
+
+test-real: $(STAMP)
+	JAXMODELS_SMOLLM2_GGUF=$$($(PY) -c "from jaxmodels_interop.real_demo import fetch_smollm2; print(fetch_smollm2())") \
+	  $(PY) -m pytest -q -s -m real_model tests/test_real_model.py tests/test_gguf.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
