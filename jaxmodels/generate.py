@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmodels.layers.backend import inference_jit
+
 
 def _filter_logits(logits: jax.Array, top_k: int | None, top_p: jax.Array | None) -> jax.Array:
     """Masks logits [B, V] outside the top-k set and outside the smallest set with probability >= top_p."""
@@ -80,7 +82,8 @@ def eos_ids(eos_token_id: int | Sequence[int] | None) -> tuple[int, ...] | None:
     return None if eos_token_id is None else tuple(int(e) for e in np.atleast_1d(eos_token_id))
 
 
-@partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "eos_token_id", "pad_token_id"))
+# Compiled with the precise CPU dots (jaxmodels.layers.backend.inference_jit, docs/precision.md).
+@partial(inference_jit, static_argnames=("graphdef", "max_new_tokens", "eos_token_id", "pad_token_id"))
 def _generate(graphdef, state, input_ids, attention_mask, key, sampling, *, max_new_tokens, eos_token_id,
               pad_token_id):
     model = nnx.merge(graphdef, state)

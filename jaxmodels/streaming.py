@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels.generate import Sampling, eos_ids, sample_step
+from jaxmodels.layers.backend import inference_jit
 
 
 def _prefill(graphdef, state, input_ids, attention_mask, key, sampling, *, max_len):
@@ -57,9 +58,9 @@ class Streamer:
         self.max_len, self.bucket = max_len, bucket
         self.vocab_size = model.spec.vocab_size
         graphdef, self._state = nnx.split(model)
-        self._prefill = jax.jit(partial(_prefill, graphdef), static_argnames=("max_len",))
+        self._prefill = inference_jit(partial(_prefill, graphdef), static_argnames=("max_len",))
         # The cache is updated in place: the step's input cache is dead once the step has run.
-        self._step = jax.jit(partial(_step, graphdef), donate_argnames=("cache",))
+        self._step = inference_jit(partial(_step, graphdef), donate_argnames=("cache",))
 
     def padded_length(self, prompt_len: int, max_new_tokens: int) -> int:
         """The prefill length P for a prompt: rounded up to the bucket, but at most what leaves room for
