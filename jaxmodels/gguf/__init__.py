@@ -1,7 +1,7 @@
 """GGUF import: llama.cpp's single-file format -> a jaxmodels model, our checkpoint, or a transformers directory.
 
     jaxmodels.from_pretrained("model.gguf")                  # or a directory holding exactly one .gguf
-    convert_from_gguf("model.gguf", "out", to="hf")          # also `jaxmodels-convert from-gguf`
+    jaxmodels.from_gguf.convert_from_gguf("model.gguf", "out", to="hf")          # also `jaxmodels-convert from-gguf`
 
 Reading, dequantising and the tensor names are the `gguf` library's (`reader`); the architectures and what
 llama.cpp changed in their tensors are a table (`archs`); the tokenizer goes through transformers' GGUF
@@ -10,8 +10,7 @@ tokenizer converter (`tokenizer`); `convert` presents the file as a Hugging Face
 """
 
 from jaxmodels.gguf.archs import ARCHS, Arch, RopePairs
-from jaxmodels.gguf.convert import GGUFSource, GGUFWeights, convert_from_gguf, open_gguf
+from jaxmodels.gguf.convert import GGUFSource, GGUFWeights, open_gguf
 from jaxmodels.gguf.reader import GGUFError, GGUFFile
 
-__all__ = ["ARCHS", "Arch", "GGUFError", "GGUFFile", "GGUFSource", "GGUFWeights", "RopePairs", "convert_from_gguf",
-           "open_gguf"]
+__all__ = ["ARCHS", "Arch", "GGUFError", "GGUFFile", "GGUFSource", "GGUFWeights", "RopePairs", "open_gguf"]

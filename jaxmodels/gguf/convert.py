@@ -10,7 +10,6 @@ parameter no tensor fills, a shape that does not fit) is reported before anythin
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,10 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import family as families
-from jaxmodels.checkpoint import CONFIG_NAME, native_config
-from jaxmodels.gguf import tokenizer
 from jaxmodels.gguf.archs import Arch, arch_of, hf_config
 from jaxmodels.gguf.reader import GGUFError, GGUFFile
 from jaxmodels.hf.convert import param_shapes, plan_import
-from jaxmodels.hf.writer import PlannedTensor, write_shards
-from jaxmodels.io import atomic_directory
+from jaxmodels.hf.writer import PlannedTensor
 
 _SUFFIXES = (".weight", ".bias")
 
@@ -128,39 +124,3 @@ def planned_tensors(source: GGUFSource, dtype: np.dtype | None) -> list[PlannedT
     weights = source.weights
     return [PlannedTensor(s.ours, s.our_shape, out, lambda s=s: s.load(weights).astype(out, copy=False))
             for s in plan_import(shapes, weights, family.table, tied=family.tied(source.config))]
-
-
-def convert_from_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=None, to: str = "ours",
-                      overwrite: bool = False) -> dict:
-    """A .gguf file -> our checkpoint directory (`to="ours"`) or a transformers one (`to="hf"`), with the
-    tokenizer files. Atomic; an existing dst needs overwrite=True, and dst may never hold the source."""
-    from jaxmodels.pretrained import check_dtype, write_hf
-
-    if to not in ("ours", "hf"):
-        raise ValueError(f"to={to!r}: expected 'ours' or 'hf'")
-    src, dst = Path(src), Path(dst)
-    source = open_gguf(src)
-    _check_outside(src, dst)
-    dtype = check_dtype(source.family, dtype)
-    tensors = planned_tensors(source, dtype)
-    files = tokenizer.files(source.file)  # built before the output exists: a tokenizer problem writes nothing
-
-    def extra(directory: Path) -> None:
-        for name, text in files.items():
-            (directory / name).write_text(text)
-
-    if to == "hf":
-        summary = write_hf(source.family, source.config, source.model_class, tensors, dst, overwrite=overwrite,
-                           extra=extra)
-    else:
-        with atomic_directory(dst, overwrite=overwrite) as tmp:
-            write_shards(tensors, tmp, metadata={"format": "jaxmodels"})
-            (tmp / CONFIG_NAME).write_text(json.dumps(native_config(source.config), indent=2, sort_keys=True) + "\n")
-            extra(tmp)
-        summary = {"model_type": source.family.model_types[0], "path": str(dst), "tensors": len(tensors),
-                   "total_size": sum(t.nbytes for t in tensors)}
-    counts: dict[str, int] = {}
-    for name in source.file.tensors:
-        counts[source.file.qtype(name).name] = counts.get(source.file.qtype(name).name, 0) + 1
-    return {**summary, "architecture": source.arch.name, "gguf_types": counts, "tokenizer": sorted(files),
-            "ignored": source.ignored}
