@@ -52,9 +52,9 @@ def test_cli_generate_learn_validate(tiny_dir, tmp_path, capsys):
     out = capsys.readouterr()
     assert "# attention: eager as requested; dtype float32 on cpu" in out.err
     assert cli(["learn", str(tiny_dir), "Who is good?", "a golden retriever", "--out", str(tmp_path / "ad"),
-                "--steps", "8", "--lr", "0.02", "--attn", "sdpa", "--lora-rank", "4", "--max-tokens", "8"]) == 0
+                "--steps", "16", "--lr", "0.02", "--attn", "sdpa", "--lora-rank", "4", "--max-tokens", "8"]) == 0
     losses = json.loads(capsys.readouterr().out.splitlines()[0])["losses"]
-    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert len(losses) == 16 and losses[-1] < losses[0]
     assert cli(["generate", str(tiny_dir), "Who is good?", "--adapter-dir", str(tmp_path / "ad"), "--max-tokens", "8",
                 "--stream"]) == 0
     assert capsys.readouterr().out.strip() == "a golden retriever"
