@@ -7,10 +7,14 @@ Importing the package registers the built-in model families (jaxmodels.family), 
 from jaxmodels.family import Family, register
 from jaxmodels.generate import generate
 from jaxmodels.hyformer import Hyformer, HyformerConfig, ModelOutput, PredictionHead
+from jaxmodels.gemma3 import Gemma3Config, Gemma3ForCausalLM
 from jaxmodels.llama import LlamaConfig, LlamaForCausalLM, Qwen2Config
+from jaxmodels.mistral import MistralConfig, MistralForCausalLM
+from jaxmodels.qwen3 import Qwen3Config, Qwen3ForCausalLM
 from jaxmodels.pretrained import export_hf, from_pretrained
 from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification, VVALTModel
 
-__all__ = ["Family", "Hyformer", "HyformerConfig", "LlamaConfig", "LlamaForCausalLM", "ModelOutput", "PredictionHead",
-           "Qwen2Config", "VVALTConfig", "VVALTForRegression", "VVALTForSequenceClassification", "VVALTModel",
-           "export_hf", "from_pretrained", "generate", "register"]
+__all__ = ["Family", "Gemma3Config", "Gemma3ForCausalLM", "Hyformer", "HyformerConfig", "LlamaConfig",
+           "LlamaForCausalLM", "MistralConfig", "MistralForCausalLM", "ModelOutput", "PredictionHead", "Qwen2Config",
+           "Qwen3Config", "Qwen3ForCausalLM", "VVALTConfig", "VVALTForRegression", "VVALTForSequenceClassification",
+           "VVALTModel", "export_hf", "from_pretrained", "generate", "register"]

@@ -1,8 +1,9 @@
-"""Llama-family causal decoders (Llama, Qwen2, Qwen2.5 text) on the shared Hyformer layers.
+"""Llama-family causal decoders (Llama, Qwen2 / Qwen2.5 text, Qwen3, Mistral) on the shared Hyformer layers.
 
 Half-split RoPE with `rope_theta` and optional linear / llama3 scaling, grouped-query attention, optional
-q/k/v (Qwen2) or q/k/v/o (Llama `attention_bias`) biases, RMSNorm, tied or untied output head.
-`from_hf_config` reads a transformers config.json and refuses every attribute it cannot honour.
+q/k/v (Qwen2) or q/k/v/o (Llama `attention_bias`) biases, RMSNorm, tied or untied output head; Qwen3 adds an
+RMSNorm on each q and k head, Qwen3 and Mistral sliding-window attention. Gemma 3 (jaxmodels.gemma3) builds on
+these classes. `from_hf_config` reads a transformers config.json and refuses every attribute it cannot honour.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from jaxmodels.config import ConfigMixin
 from jaxmodels.hf.config_policy import HFConfigReader
 from jaxmodels.hyformer import ModelOutput
 from jaxmodels.layers.cache import KVCache
-from jaxmodels.layers.decoder import Decoder, DecoderSpec
+from jaxmodels.layers.decoder import LAYER_TYPES, Decoder, DecoderSpec
 from jaxmodels.layers.linear import Embed
-from jaxmodels.hf.tables import LLAMA
+from jaxmodels.hf.tables import LLAMA, KeyTable
 from jaxmodels.losses import compute_lm_loss
 from jaxmodels.pretrained import Pretrained
 
@@ -119,6 +120,8 @@ class LlamaConfig(ConfigMixin):
     # -- transformers config.json ------------------------------------------------------------------
     _hf_fields: ClassVar[tuple[str, ...]] = _LLAMA_FIELDS
 
+    _hf_fixed: ClassVar[dict[str, tuple]] = _LLAMA_FIXED
+
     @classmethod
     def read_hf_config(cls, hf: dict[str, Any], source: str = "config.json") -> tuple[LlamaConfig, dict[str, Any]]:
         """A transformers config dict -> (config, ignored attributes), by jaxmodels.hf.config_policy: refuses,
@@ -127,11 +130,22 @@ class LlamaConfig(ConfigMixin):
         if hf.get("model_type", cls.model_type) != cls.model_type:
             raise ValueError(f"{source}: model_type is {hf.get('model_type')!r}, expected {cls.model_type!r}")
         hf.pop("model_type", None)
-        theta, scaling, problems, rope_ignored = _rope(hf)
-        problems += cls._check_layers(hf)
-        reader = HFConfigReader(cls.model_type, {k: k for k in cls._hf_fields}, _LLAMA_FIXED)
-        values, ignored = reader.read(hf, source=source, problems=problems)
-        return cls(**values, rope_theta=theta, rope_scaling=scaling), {**ignored, **rope_ignored}
+        rope_values, problems, rope_ignored = cls._read_rope(hf)
+        layer_values, layer_problems = cls._read_layers(hf)
+        reader = HFConfigReader(cls.model_type, {k: k for k in cls._hf_fields}, cls._hf_fixed)
+        values, ignored = reader.read(hf, source=source, problems=problems + layer_problems)
+        return cls(**{**cls._hf_defaults(), **values, **rope_values, **layer_values}), {**ignored, **rope_ignored}
+
+    @classmethod
+    def _hf_defaults(cls) -> dict[str, Any]:
+        """Field values where transformers' default differs from ours, for a config.json that leaves them out."""
+        return {}
+
+    @classmethod
+    def _read_rope(cls, hf: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        """Pops the rope attributes -> (our fields, problems, ignored)."""
+        theta, scaling, problems, ignored = _rope(hf)
+        return {"rope_theta": theta, "rope_scaling": scaling}, problems, ignored
 
     @classmethod
     def from_hf_config(cls, hf: dict[str, Any], *, source: str = "config.json") -> LlamaConfig:
@@ -139,9 +153,10 @@ class LlamaConfig(ConfigMixin):
         return cls.read_hf_config(hf, source)[0]
 
     @classmethod
-    def _check_layers(cls, hf: dict[str, Any]) -> list[str]:
-        """Pops the per-layer attention attributes the family's transformers model reads; returns problems."""
-        return []
+    def _read_layers(cls, hf: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Pops the per-layer attention attributes the family's transformers model reads -> (our fields,
+        problems). Llama reads none."""
+        return {}, []
 
     def to_hf_config(self) -> dict[str, Any]:
         rope = {"rope_theta": self.rope_theta, **(dict(self.rope_scaling) if self.rope_scaling else
@@ -170,14 +185,14 @@ class Qwen2Config(LlamaConfig):
                                                  if k not in ("attention_bias", "mlp_bias"))
 
     @classmethod
-    def _check_layers(cls, hf: dict[str, Any]) -> list[str]:
+    def _read_layers(cls, hf: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         problems = []
         layer_types = hf.pop("layer_types", None)
         if hf.pop("use_sliding_window", False):
             problems.append("use_sliding_window=True (sliding-window attention is not implemented)")
         if layer_types and any(t != "full_attention" for t in layer_types):
             problems.append(f"layer_types={sorted(set(layer_types))} (only full_attention is implemented)")
-        return problems
+        return {}, problems
 
     def to_hf_config(self) -> dict[str, Any]:
         hf = super().to_hf_config()
@@ -214,6 +229,8 @@ class LlamaForCausalLM(Pretrained, Decoder):
         x, kv_caches = self.hidden_states(input_ids, causal=True, attention_mask=attention_mask,
                                           positions=positions, kv_caches=kv_caches, dropout_key=dropout_key)
         logits = (self.embed if self.lm_head is None else self.lm_head).decode(x, layers=self.spec.layers)
+        if self.spec.logit_softcap is not None:
+            logits = jnp.tanh(logits / self.spec.logit_softcap) * self.spec.logit_softcap
         loss = None
         if labels is not None:
             if attention_mask is not None:
@@ -227,11 +244,28 @@ def lm_head_tie(config: LlamaConfig) -> dict[str, str]:
     return {"lm_head.weight": "model.embed_tokens.weight"} if config.tie_word_embeddings else {}
 
 
-def _family(config_class: type[LlamaConfig]) -> Family:
-    return Family(name=config_class.model_type, config_class=config_class, model_classes=(LlamaForCausalLM,),
-                  table=LLAMA, from_hf=config_class.read_hf_config, to_hf=lambda config, cls: config.to_hf_config(),
+def causal_lm_family(config_class: type[LlamaConfig], model_class: type = LlamaForCausalLM,
+                     table: KeyTable = LLAMA) -> Family:
+    """The family record of a LlamaConfig subclass and its model class (a LlamaForCausalLM)."""
+    return Family(name=config_class.model_type, config_class=config_class, model_classes=(model_class,),
+                  table=table, from_hf=config_class.read_hf_config, to_hf=lambda config, cls: config.to_hf_config(),
                   tied=lm_head_tie, presets={"tiny": config_class.tiny})
 
 
-LLAMA_FAMILY = register(_family(LlamaConfig))
-QWEN2_FAMILY = register(_family(Qwen2Config))
+def read_layer_types(layer_types, sliding_window) -> tuple[dict[str, Any], list[str]]:
+    """transformers' `layer_types` list and effective `sliding_window` -> (our fields, problems)."""
+    layer_types = tuple(layer_types)
+    problems = []
+    unknown = sorted(set(layer_types) - set(LAYER_TYPES))
+    if unknown:
+        problems.append(f"layer_types {unknown} (implemented: {', '.join(LAYER_TYPES)})")
+    if "sliding_attention" in layer_types and not (isinstance(sliding_window, int) and sliding_window >= 1):
+        problems.append(f"sliding_window={sliding_window!r} with sliding_attention layers (a window of at least "
+                        f"one token is needed)")
+    if all(t == "full_attention" for t in layer_types):
+        layer_types = ()  # our spelling of "every layer full_attention"
+    return {"layer_types": layer_types, "sliding_window": sliding_window}, problems
+
+
+LLAMA_FAMILY = register(causal_lm_family(LlamaConfig))
+QWEN2_FAMILY = register(causal_lm_family(Qwen2Config))

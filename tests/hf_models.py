@@ -12,13 +12,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 CLASSES = {"llama": ("LlamaForCausalLM", "LlamaConfig"), "qwen2": ("Qwen2ForCausalLM", "Qwen2Config"),
+           "qwen3": ("Qwen3ForCausalLM", "Qwen3Config"), "mistral": ("MistralForCausalLM", "MistralConfig"),
            "gemma3_text": ("Gemma3ForCausalLM", "Gemma3TextConfig")}
 SMALL = dict(vocab_size=53, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
              max_position_embeddings=128)
 
 
 def tiny_hf_model(kind: str, path=None, *, dtype=None, seed: int = 0, **config):
-    """A transformers causal LM of family `kind` ({"llama", "qwen2", "gemma3_text"}): SMALL updated by `config`,
+    """A transformers causal LM of family `kind` (a key of CLASSES): SMALL updated by `config`,
     weights drawn with torch seed `seed`, cast to `dtype` (default float32), saved to `path` when given."""
     model_name, config_name = CLASSES[kind]
     torch.manual_seed(seed)

@@ -41,12 +41,13 @@ def test_imports_point_one_way_between_packages():
 
 
 def test_builtin_families_are_registered_once_each():
-    assert families.model_types() == ["hyformer", "llama", "qwen2", "vvalt"]
+    assert families.model_types() == ["gemma3_text", "hyformer", "llama", "mistral", "qwen2", "qwen3", "vvalt"]
     assert families.get("qwen2").config_class is jaxmodels.Qwen2Config
     assert families.family_of(jaxmodels.HyformerConfig.tiny()).table.name == "hyformer"
     with pytest.raises(ValueError, match="model_type 'llama' is already registered"):
         families.register(dataclasses.replace(families.get("llama"), name="other"))
-    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2'; supported: hyformer, llama, qwen2, vvalt"):
+    with pytest.raises(ValueError, match=r"unsupported model_type 'gpt2'; supported: gemma3_text, hyformer, llama, "
+                                         r"mistral, qwen2, qwen3, vvalt"):
         families.get("gpt2")
     assert families.get("hyformer").preset("tiny") == jaxmodels.HyformerConfig.tiny()
 

@@ -30,6 +30,10 @@ class KeyTable:
         self._hf = [(_pattern(r.hf), r) for r in self.rules]
         self._ours = [(_pattern(r.ours), r) for r in self.rules]
 
+    def rules_as_tuples(self) -> list[tuple[str, str, object]]:
+        """The rules in the form the constructor takes, to build a table on this one."""
+        return [(r.hf, r.ours, r.transform) for r in self.rules]
+
     def to_ours(self, hf_key: str):
         """-> (our key, transform) or None."""
         for pattern, rule in self._hf:
@@ -65,6 +69,24 @@ def _block_rules(hf_layer: str, attn: str, input_norm: str, post_norm: str) -> l
 LLAMA = KeyTable("llama", [
     ("model.embed_tokens.weight", "embed.weight", IDENTITY),
     *_block_rules("model.layers.{i}", "self_attn", "input_layernorm", "post_attention_layernorm"),
+    ("model.norm.weight", "final_norm.weight", IDENTITY),
+    ("lm_head.weight", "lm_head.weight", IDENTITY),
+])
+
+_QK_NORMS = [("model.layers.{i}.self_attn.q_norm.weight", "blocks.{i}.attn.q_norm.weight", IDENTITY),
+             ("model.layers.{i}.self_attn.k_norm.weight", "blocks.{i}.attn.k_norm.weight", IDENTITY)]
+
+# transformers' Qwen3ForCausalLM: Llama's keys and the per-head q/k norms. (MistralForCausalLM uses LLAMA.)
+QWEN3 = KeyTable("qwen3", [*LLAMA.rules_as_tuples(), *_QK_NORMS])
+
+# transformers' Gemma3ForCausalLM. Its post_attention_layernorm normalises the attention output (our
+# attn_out_norm) and pre_feedforward_layernorm is the norm in front of the MLP (our post_attn_norm, as in Llama).
+GEMMA3 = KeyTable("gemma3", [
+    ("model.embed_tokens.weight", "embed.weight", IDENTITY),
+    *_block_rules("model.layers.{i}", "self_attn", "input_layernorm", "pre_feedforward_layernorm"),
+    ("model.layers.{i}.post_attention_layernorm.weight", "blocks.{i}.attn_out_norm.weight", IDENTITY),
+    ("model.layers.{i}.post_feedforward_layernorm.weight", "blocks.{i}.mlp_out_norm.weight", IDENTITY),
+    *_QK_NORMS,
     ("model.norm.weight", "final_norm.weight", IDENTITY),
     ("lm_head.weight", "lm_head.weight", IDENTITY),
 ])

@@ -1,6 +1,9 @@
 """The shared decoder stack: embedding, pre-norm blocks, final norm, masks, positions and the KV cache.
 
-Hyformer and the Llama-family models are this stack with different settings (`DecoderSpec`) and heads.
+Hyformer and the Llama-family models (Llama, Qwen2, Qwen3, Mistral, Gemma 3) are this stack with different
+settings (`DecoderSpec`) and heads. Per layer, attention is global or a causal sliding window (transformers'
+`layer_types`), and the sliding layers may have their own RoPE; a cache keeps every slot, and a sliding layer
+masks the keys outside its window.
 `DecoderSpec.layers` picks the layers' implementation ("auto", "tuned" or "plain"; docs/layers.md).
 """
 
@@ -18,9 +21,12 @@ from jaxmodels.layers.attention import Attention
 from jaxmodels.layers.cache import KVCache
 from jaxmodels.layers.dropout import dropout
 from jaxmodels.layers.linear import Embed, Linear
-from jaxmodels.layers.mlp import SwiGLU
-from jaxmodels.layers.norms import LayerNorm, RMSNorm
+from jaxmodels.layers.mlp import ACTIVATIONS, GatedMLP
+from jaxmodels.layers.norms import RMS_FLAVOURS, LayerNorm, rms_norm
 from jaxmodels.layers.rope import scaled_inverse_frequencies
+
+
+LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,30 +53,74 @@ class DecoderSpec:
     attn_dropout: float = 0.0
     resid_dropout: float = 0.0
     layers: str = "auto"  # "auto" | "tuned" | "plain", resolved at trace time (jaxmodels.layers.backend)
+    # One of LAYER_TYPES per layer; () = every layer full_attention. A sliding layer's query at slot p sees the
+    # keys at slots p - sliding_window + 1 .. p (transformers' sliding_window_causal_mask_function).
+    layer_types: tuple[str, ...] = ()
+    sliding_window: int | None = None
+    local_rope_theta: float | None = None  # RoPE of the sliding layers; None: the same as the full layers
+    local_rope_scaling: tuple[tuple[str, object], ...] = ()
+    qk_norm: bool = False  # RMSNorm over each q and k head before RoPE
+    norm_flavour: str = "standard"  # every RMSNorm: "standard" (normed, cast, times w) | "offset" (Gemma)
+    mlp_activation: str = "silu"  # "silu" (SwiGLU) | "gelu_tanh" (GeGLU)
+    sandwich_norms: bool = False  # also normalise the attention and MLP outputs before the residual add (Gemma)
+    embed_scale: float | None = None  # embeddings times this, cast to their dtype first (Gemma: sqrt(D))
+    attn_scale: float | None = None  # score scale; None: head_dim ** -0.5
+    logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap), applied by the LM head
 
     def __post_init__(self):
         backend.check(self.layers, source="DecoderSpec.layers")
+        if self.layer_types and len(self.layer_types) != self.n_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for n_layers={self.n_layers}")
+        unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+        if unknown:
+            raise ValueError(f"unknown layer_types {unknown}; implemented: {', '.join(LAYER_TYPES)}")
+        if "sliding_attention" in self.layer_types and not (self.sliding_window or 0) >= 1:
+            raise ValueError(f"sliding_attention layers need sliding_window >= 1, got {self.sliding_window!r}")
+        if self.norm_flavour not in RMS_FLAVOURS:
+            raise ValueError(f"norm_flavour must be one of {sorted(RMS_FLAVOURS)}, got {self.norm_flavour!r}")
+        if self.mlp_activation not in ACTIVATIONS:
+            raise ValueError(f"mlp_activation must be one of {ACTIVATIONS}, got {self.mlp_activation!r}")
+
+    def layer_type(self, i: int) -> str:
+        return self.layer_types[i] if self.layer_types else "full_attention"
+
+    def norm(self, dim: int, *, param_dtype, eps: float | None = None) -> nnx.Module:
+        return rms_norm(dim, flavour=self.norm_flavour, eps=self.norm_eps if eps is None else eps,
+                        param_dtype=param_dtype)
 
 
 class Block(nnx.Module):
-    """x + Attn(RMSNorm(x)), then x + MLP(RMSNorm(x)); dropout on both residual branches."""
+    """x + Attn(RMSNorm(x)), then x + MLP(RMSNorm(x)); dropout on both residual branches.
+
+    With `spec.sandwich_norms` each branch output is normalised too (attn_out_norm, mlp_out_norm) before the add.
+    `post_attn_norm` is always the norm in front of the MLP (Gemma's pre_feedforward_layernorm).
+    """
 
     def __init__(self, spec: DecoderSpec, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
-        self.input_norm = RMSNorm(spec.d_model, eps=spec.norm_eps, param_dtype=param_dtype)
+        self.input_norm = spec.norm(spec.d_model, param_dtype=param_dtype)
         self.attn = Attention(spec.d_model, spec.n_heads, spec.n_kv_heads, spec.head_dim, qkv_bias=spec.qkv_bias,
                               o_bias=spec.o_bias,
                               rope_interleaved=spec.rope_interleaved, attn_dropout=spec.attn_dropout,
-                              param_dtype=param_dtype, rngs=rngs)
-        self.post_attn_norm = RMSNorm(spec.d_model, eps=spec.norm_eps, param_dtype=param_dtype)
-        self.mlp = SwiGLU(spec.d_model, spec.ffn_dim, use_bias=spec.mlp_bias, param_dtype=param_dtype, rngs=rngs)
+                              qk_norm=spec.qk_norm, norm_flavour=spec.norm_flavour, norm_eps=spec.norm_eps,
+                              scale=spec.attn_scale, param_dtype=param_dtype, rngs=rngs)
+        self.attn_out_norm = spec.norm(spec.d_model, param_dtype=param_dtype) if spec.sandwich_norms else None
+        self.post_attn_norm = spec.norm(spec.d_model, param_dtype=param_dtype)
+        self.mlp = GatedMLP(spec.d_model, spec.ffn_dim, use_bias=spec.mlp_bias, activation=spec.mlp_activation,
+                            param_dtype=param_dtype, rngs=rngs)
+        self.mlp_out_norm = spec.norm(spec.d_model, param_dtype=param_dtype) if spec.sandwich_norms else None
         self.resid_dropout = spec.resid_dropout
 
     def __call__(self, x, positions, mask, inv_freq, cache=None, cache_index=None, key=None, *, layers="auto"):
         k_probs, k_attn, k_mlp = jax.random.split(key, 3) if key is not None else (None, None, None)
         h, cache = self.attn(self.input_norm(x), positions, mask, inv_freq, cache, cache_index, k_probs,
                              layers=layers)
+        if self.attn_out_norm is not None:
+            h = self.attn_out_norm(h)
         x = x + dropout(h, self.resid_dropout, k_attn)
-        x = x + dropout(self.mlp(self.post_attn_norm(x), layers=layers), self.resid_dropout, k_mlp)
+        h = self.mlp(self.post_attn_norm(x), layers=layers)
+        if self.mlp_out_norm is not None:
+            h = self.mlp_out_norm(h)
+        x = x + dropout(h, self.resid_dropout, k_mlp)
         return x, cache
 
 
@@ -88,7 +138,7 @@ class Decoder(nnx.Module):
         if spec.final_norm == "layernorm":
             self.final_norm = LayerNorm(spec.d_model, eps=spec.final_norm_eps, param_dtype=param_dtype)
         elif spec.final_norm == "rmsnorm":
-            self.final_norm = RMSNorm(spec.d_model, eps=spec.final_norm_eps, param_dtype=param_dtype)
+            self.final_norm = spec.norm(spec.d_model, eps=spec.final_norm_eps, param_dtype=param_dtype)
         else:
             raise ValueError(f"final_norm must be 'rmsnorm' or 'layernorm', got {spec.final_norm!r}")
 
@@ -160,17 +210,44 @@ class Decoder(nnx.Module):
         mask = jnp.broadcast_to(key_mask[:, None, :], (b, t, key_mask.shape[1]))  # [B, T, S]
         if causal:
             mask = mask & (k_slots[None, :] <= q_slots[:, None])[None]
+        masks, inv_freqs = self._layer_masks(mask, q_slots, k_slots, causal), self._inverse_frequencies()
 
         layers = backend.resolve(self.spec.layers)
-        inv_freq = scaled_inverse_frequencies(self.spec.head_dim, self.spec.rope_theta, dict(self.spec.rope_scaling))
         x = self.embed(input_ids)
+        if self.spec.embed_scale is not None:
+            x = x * jnp.asarray(np.float32(self.spec.embed_scale)).astype(x.dtype)  # as transformers rounds it
         keys = [None] * len(self.blocks) if dropout_key is None else list(jax.random.split(dropout_key, len(self.blocks)))
         new_layers = []
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_caches is None else kv_caches.layers[i]
-            x, layer_cache = block(x, positions, mask, inv_freq, layer_cache, index, keys[i], layers=layers)
+            kind = self.spec.layer_type(i)
+            x, layer_cache = block(x, positions, masks[kind], inv_freqs[kind], layer_cache, index, keys[i],
+                                   layers=layers)
             new_layers.append(layer_cache)
         x = self.final_norm(x)
         if kv_caches is not None:
             kv_caches = dataclasses.replace(kv_caches, layers=new_layers, index=kv_caches.index + t)
         return x, kv_caches
+
+    def _layer_masks(self, mask, q_slots, k_slots, causal: bool) -> dict[str, jax.Array]:
+        """mask [B, T, S] -> {layer type: mask [B, T, S]}; a sliding layer also drops keys outside its window.
+
+        The window counts cache slots, as transformers does; with left padding only (what `generate` takes),
+        real tokens fill consecutive slots, so it is the same as counting real tokens.
+        """
+        masks = {"full_attention": mask}
+        if "sliding_attention" in self.spec.layer_types:
+            if not causal:
+                raise ValueError("sliding-window attention is causal; it has no bidirectional task")
+            inside = k_slots[None, :] > q_slots[:, None] - self.spec.sliding_window  # [T, S]
+            masks["sliding_attention"] = mask & inside[None]
+        return masks
+
+    def _inverse_frequencies(self) -> dict[str, jax.Array]:
+        """{layer type: RoPE inverse frequencies [H/2]}."""
+        spec = self.spec
+        full = scaled_inverse_frequencies(spec.head_dim, spec.rope_theta, dict(spec.rope_scaling))
+        if spec.local_rope_theta is None:
+            return {"full_attention": full, "sliding_attention": full}
+        return {"full_attention": full, "sliding_attention": scaled_inverse_frequencies(
+            spec.head_dim, spec.local_rope_theta, dict(spec.local_rope_scaling))}

@@ -1,4 +1,8 @@
-"""SwiGLU feed-forward: down(silu(gate(x)) * up(x)), in the tuned or the plain layer path."""
+"""Gated feed-forward: down(act(gate(x)) * up(x)), in the tuned or the plain layer path.
+
+act is silu (SwiGLU: Llama, Qwen, Mistral, Hyformer) or the tanh approximation of gelu (GeGLU: Gemma 3,
+transformers' `gelu_pytorch_tanh`).
+"""
 
 from __future__ import annotations
 
@@ -35,10 +39,20 @@ def _swiglu_bwd(res, d_out):
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
 
 
-class SwiGLU(nnx.Module):
-    """gate/up kernels [D, F], down kernel [F, D]; biases optional (the original Hyformer has them)."""
+ACTIVATIONS = ("silu", "gelu_tanh")
 
-    def __init__(self, d_model: int, ffn_dim: int, *, use_bias: bool, param_dtype=jnp.float32, rngs: nnx.Rngs):
+
+class GatedMLP(nnx.Module):
+    """gate/up kernels [D, F], down kernel [F, D]; biases optional (the original Hyformer has them).
+
+    activation "silu" or "gelu_tanh" (see the module docstring).
+    """
+
+    def __init__(self, d_model: int, ffn_dim: int, *, use_bias: bool, activation: str = "silu",
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
         kw = dict(use_bias=use_bias, param_dtype=param_dtype, rngs=rngs)
         self.gate_proj = Linear(d_model, ffn_dim, **kw)
         self.up_proj = Linear(d_model, ffn_dim, **kw)
@@ -48,5 +62,8 @@ class SwiGLU(nnx.Module):
         """x [B, T, D] -> [B, T, D]; `layers` "auto", "tuned" or "plain" (`jaxmodels.layers.backend`)."""
         layers = backend.resolve(layers)
         gate, up = fused_linear(x, [self.gate_proj, self.up_proj], layers=layers)  # [B, T, F] each
-        hidden = swiglu(gate, up) if layers == "tuned" else jax.nn.silu(gate) * up
+        if self.activation == "gelu_tanh":  # autodiff in both paths: only SwiGLU has a tuned backward
+            hidden = jax.nn.gelu(gate, approximate=True) * up
+        else:
+            hidden = swiglu(gate, up) if layers == "tuned" else jax.nn.silu(gate) * up
         return self.down_proj(hidden, layers=layers)

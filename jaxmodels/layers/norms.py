@@ -20,6 +20,29 @@ class RMSNorm(nnx.Module):
         return y.astype(x.dtype) * self.weight[...].astype(x.dtype)
 
 
+class OffsetRMSNorm(nnx.Module):
+    """(1 + w) * x / sqrt(mean(x^2) + eps) over the last axis, the product in float32 too (Gemma); w starts at 0."""
+
+    def __init__(self, dim: int, *, eps: float = 1e-6, param_dtype=jnp.float32):
+        self.weight = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        xf = x.astype(jnp.float32)
+        y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return (y * (1.0 + self.weight[...].astype(jnp.float32))).astype(x.dtype)
+
+
+RMS_FLAVOURS = {"standard": RMSNorm, "offset": OffsetRMSNorm}
+
+
+def rms_norm(dim: int, *, flavour: str = "standard", eps: float = 1e-6, param_dtype=jnp.float32) -> nnx.Module:
+    """An RMSNorm of the given flavour: "standard" (RMSNorm) or "offset" (OffsetRMSNorm)."""
+    if flavour not in RMS_FLAVOURS:
+        raise ValueError(f"RMSNorm flavour must be one of {sorted(RMS_FLAVOURS)}, got {flavour!r}")
+    return RMS_FLAVOURS[flavour](dim, eps=eps, param_dtype=param_dtype)
+
+
 class LayerNorm(nnx.Module):
     """(x - mean) / sqrt(var + eps) * w + b over the last axis (biased variance, as torch.nn.LayerNorm)."""
 
