@@ -1,7 +1,8 @@
 """The two layer paths ("tuned" and "plain", jaxmodels.layers.backend): same numbers, and the right one chosen.
 
 Both paths give the same logits and gradients (every parameter leaf) for Hyformer (lm and mlm, padding,
-dropout) and a grouped-query Llama; the plain path decodes with a cache as its full forward does, and
+dropout), a grouped-query Llama, and Qwen3, Gemma 3 and Mistral with sliding windows shorter than the batch;
+the plain path decodes with a cache as its full forward does (across Gemma 3's window too), and
 `generate` picks the same tokens in both. "auto" means tuned on the CPU and plain on GPU/TPU (patched
 `jax.default_backend`), where the lowered forward+backward has no custom VJP and no optimisation barrier;
 JAXMODELS_LAYERS changes what "auto" means. Weights are perturbed so that attention is far from uniform.
@@ -18,7 +19,8 @@ import pytest
 from flax import nnx
 
 import jaxmodels
-from jaxmodels import Hyformer, HyformerConfig, LlamaConfig, LlamaForCausalLM
+from jaxmodels import (Gemma3Config, Gemma3ForCausalLM, Hyformer, HyformerConfig, LlamaConfig, LlamaForCausalLM,
+                       MistralConfig, MistralForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 from jaxmodels.layers import attention, backend
 from jaxmodels.layers.decoder import DecoderSpec
 from jaxmodels.layers.linear import Embed, Linear
@@ -27,6 +29,13 @@ B, T = 3, 13
 HYFORMER = HyformerConfig.tiny(attn_dropout=0.2, resid_dropout=0.1)  # V 17, D 24, 4 heads of 6, 2 layers
 LLAMA = LlamaConfig(vocab_size=29, hidden_size=24, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, max_position_embeddings=31)  # untied head, half-split RoPE, GQA
+# Sliding windows shorter than T; Gemma 3: local/global layers with their own RoPE, norms, GeGLU, softcapping.
+NEW_FAMILIES = {
+    "qwen3": (Qwen3ForCausalLM, Qwen3Config.tiny(layer_types=("full_attention", "sliding_attention"),
+                                                 sliding_window=5, max_position_embeddings=31)),
+    "gemma3": (Gemma3ForCausalLM, Gemma3Config.tiny(final_logit_softcapping=4.0, max_position_embeddings=31)),
+    "mistral": (MistralForCausalLM, MistralConfig.tiny(sliding_window=6, max_position_embeddings=31)),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -113,6 +122,12 @@ def test_llama_gqa_paths_agree():
     _assert_paths_agree(model, cases=(("lm", False),))
 
 
+@pytest.mark.parametrize("name", sorted(NEW_FAMILIES))
+def test_new_family_paths_agree(name):
+    cls, config = NEW_FAMILIES[name]
+    _assert_paths_agree(_perturbed(cls(config, rngs=nnx.Rngs(0))), cases=(("lm", False),))
+
+
 @pytest.mark.parametrize("dropout", [False, True], ids=["dot_product_attention", "einsum-dropout"])
 def test_plain_attend_matches_tuned_on_an_empty_row(monkeypatch, dropout):
     """GQA (N 6, K 2), S > T; query 0 of row 0 sees no key: finite, the uniform average of v in both paths.
@@ -136,9 +151,10 @@ def test_plain_attend_matches_tuned_on_an_empty_row(monkeypatch, dropout):
         np.testing.assert_allclose(plain[0, 0], uniform, atol=1e-6)
 
 
-def test_plain_cached_decoding_equals_full_forward():
-    model = _perturbed(LlamaForCausalLM(LLAMA, rngs=nnx.Rngs(0))).use_layers("plain")
-    ids, mask = _padded_batch(LLAMA.vocab_size, seed=4)
+@pytest.mark.parametrize("cls, config", [(LlamaForCausalLM, LLAMA), NEW_FAMILIES["gemma3"]], ids=["llama", "gemma3"])
+def test_plain_cached_decoding_equals_full_forward(cls, config):
+    model = _perturbed(cls(config, rngs=nnx.Rngs(0))).use_layers("plain")
+    ids, mask = _padded_batch(config.vocab_size, seed=4)
     ids, mask = ids[:2], mask[:2].at[1].set(1)  # row 0 left-padded, row 1 full
     graphdef, state = nnx.split(model)
     call = jax.jit(lambda s, x, m, c: nnx.merge(graphdef, s)(x, attention_mask=m, kv_caches=c))
