@@ -24,7 +24,7 @@ import jinja2
 
 import jaxmodels
 from jaxmodels.generate import Sampling, eos_ids
-from jaxmodels.pretrained import model_dir
+from jaxmodels.pretrained import gguf_in, model_dir
 from jaxmodels.streaming import Detokenizer, Streamer
 from jaxmodels.tokenizer import TOKENIZER_FILE, ByteTokenizer, HFTokenizer
 
@@ -37,27 +37,21 @@ class UsageError(ValueError):
     """Bad input the user can fix: reported as one `error:` line, exit status 2."""
 
 
-def gguf_file(path: Path) -> Path | None:
-    """The .gguf file MODEL names: the file itself, or the only one in a directory without tokenizer.json."""
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    if path.is_dir() and not (path / TOKENIZER_FILE).is_file():
-        found = sorted(path.glob("*.gguf"))
-        if len(found) == 1:
-            return found[0]
-    return None
-
-
 def gguf_tokenizer(path: Path) -> tuple[HFTokenizer, dict]:
-    """The tokenizer and generation config a GGUF file describes, through the tokenizer files
-    `jaxmodels.gguf.tokenizer.write` derives from its metadata."""
-    from jaxmodels.gguf.reader import GGUFFile
-    from jaxmodels.gguf.tokenizer import write
+    """The tokenizer and generation config a GGUF file describes: the files `jaxmodels.gguf.tokenizer.files`
+    derives from its metadata, loaded from a temporary directory."""
+    from jaxmodels.gguf import GGUFFile
+    from jaxmodels.gguf.tokenizer import files
 
+    found = files(GGUFFile(path))
+    if not found:
+        raise UsageError(f"{path}: the GGUF file holds no tokenizer; pass --tokenizer DIR")
     with tempfile.TemporaryDirectory() as tmp:
-        if not write(GGUFFile(path), Path(tmp)):
-            raise UsageError(f"{path}: the GGUF file holds no tokenizer; pass --tokenizer DIR")
-        return HFTokenizer(tmp), read_generation_config(Path(tmp))
+        for name, text in found.items():
+            (Path(tmp) / name).write_text(text)
+        tokenizer = HFTokenizer(tmp)  # read whole: the directory may go
+        tokenizer.name = str(path)
+        return tokenizer, read_generation_config(Path(tmp))
 
 
 def read_generation_config(directory: Path) -> dict:
@@ -79,7 +73,7 @@ def load_tokenizer(model: Path, tokenizer: str | None) -> tuple[HFTokenizer | By
     `tokenizer`: a directory, "bytes" (the byte-level tokenizer) or None (the model's own: its directory's
     tokenizer.json, or the GGUF file's vocabulary).
     """
-    found = gguf_file(model)
+    found = gguf_in(model)
     if found is not None and tokenizer is None:
         return gguf_tokenizer(found)
     directory = model_dir(model)
