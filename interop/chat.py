@@ -119,9 +119,10 @@ class Chat:
             raise UsageError(f"the chat template of {self.tokenizer.name} refuses this conversation: {e}") from None
         return messages, [int(i) for i in self.tokenizer.encode(rendered)]
 
-    def reply(self, text: str, out=sys.stdout) -> str:
-        """Streams the reply to `text` to `out` and records both in the conversation; Ctrl-C ends the reply
-        early (what was printed is kept) and is raised again afterwards."""
+    def reply(self, text: str, out=None) -> str:
+        """Streams the reply to `text` to `out` (default stdout) and records both in the conversation; Ctrl-C
+        ends the reply early (what was printed is kept) and is raised again afterwards."""
+        out = sys.stdout if out is None else out
         context, ids = self.prompt_ids(text)
         room = self.streamer.max_len - len(ids)
         if room < 1:
