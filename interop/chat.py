@@ -26,7 +26,8 @@ import jaxmodels
 from jaxmodels.generate import Sampling, eos_ids
 from jaxmodels.pretrained import gguf_in, model_dir
 from jaxmodels.streaming import Detokenizer, Streamer
-from jaxmodels.tokenizer import TOKENIZER_FILE, ByteTokenizer, HFTokenizer
+from jaxmodels.tokenizer import TOKENIZER_FILE, ByteTokenizer
+from jaxmodels_interop.tokenizer import HFTokenizer
 
 DEFAULT_CONTEXT = 2048  # a step reads every slot: SmolLM2-135M decodes 19.5 tokens/s at 512, 14 at 2048, 10 at 4096
 GENERATION_CONFIG = "generation_config.json"
@@ -38,10 +39,10 @@ class UsageError(ValueError):
 
 
 def gguf_tokenizer(path: Path) -> tuple[HFTokenizer, dict]:
-    """The tokenizer and generation config a GGUF file describes: the files `jaxmodels.gguf.tokenizer.files`
+    """The tokenizer and generation config a GGUF file describes: the files `jaxmodels_interop.gguf_tokenizer.files`
     derives from its metadata, loaded from a temporary directory."""
     from jaxmodels.gguf import GGUFFile
-    from jaxmodels.gguf.tokenizer import files
+    from jaxmodels_interop.gguf_tokenizer import files
 
     found = files(GGUFFile(path))
     if not found:

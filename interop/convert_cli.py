@@ -54,7 +54,7 @@ def to_hf(src: Path, dst: Path, *, dtype=None, max_shard=None, force=False, layo
 
 def from_gguf(src: Path, dst: Path, *, dtype=None, to: str = "ours", force=False) -> dict:
     """A .gguf file -> ours or (to="hf") a transformers directory, dequantised, with its tokenizer files."""
-    from jaxmodels.from_gguf import convert_from_gguf
+    from jaxmodels_interop.from_gguf import convert_from_gguf
 
     return convert_from_gguf(src, dst, dtype=dtype, to=to, overwrite=force)
 

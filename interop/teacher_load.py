@@ -52,7 +52,7 @@ def load_tokenizer_arg(value: str | None):
     """--tokenizer: None, "bytes" or a directory holding tokenizer.json -> None or a jaxmodels.tokenizer object."""
     if value is None:
         return None
-    from jaxmodels.tokenizer import load_tokenizer
+    from jaxmodels_interop.tokenizer import load_tokenizer
 
     try:
         return load_tokenizer(None if value == BYTES else value)  # None there: the byte-level tokenizer

@@ -16,7 +16,8 @@ from flax import nnx
 
 from jaxmodels import LlamaConfig, LlamaForCausalLM, generate
 from jaxmodels.streaming import Detokenizer, Streamer
-from jaxmodels.tokenizer import ByteTokenizer, HFTokenizer
+from jaxmodels.tokenizer import ByteTokenizer
+from jaxmodels_interop.tokenizer import HFTokenizer
 from jaxmodels_interop import chat
 from tests.test_tokenizer import CHAT, save_hf
 

@@ -26,7 +26,7 @@ from jaxmodels import LlamaConfig, LlamaForCausalLM, Qwen2Config
 from jaxmodels.checkpoint import flat_params
 from jaxmodels.family import family_of
 from jaxmodels.gguf import RopePairs
-from jaxmodels.tokenizer import HFTokenizer
+from jaxmodels_interop.tokenizer import HFTokenizer
 from jaxmodels_interop import convert_cli
 
 from flax import nnx

@@ -1,4 +1,4 @@
-"""jaxmodels.tokenizer: special tokens read from a directory's files, round trips, vocab size, errors, no torch."""
+"""jaxmodels_interop.tokenizer (and the byte tokenizer of jaxmodels.tokenizer): special tokens read from a directory's files, round trips, vocab size, errors, no torch."""
 
 import json
 import subprocess
@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from jaxmodels.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
+from jaxmodels_interop.tokenizer import ByteTokenizer, HFTokenizer, load_tokenizer
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TEXTS = ["the quick brown fox jumps over the lazy dog", "héllo wörld, ünïcode and ascii", "tokens: 12 + 7 = 19"]
@@ -121,7 +121,7 @@ def test_byte_tokenizer():
 
 
 def test_training_reexports_the_same_objects():
-    import jaxmodels.tokenizer as core
+    import jaxmodels_interop.tokenizer as core
     import jaxmodels_training.tokenizer as training
 
     for name in ("ByteTokenizer", "HFTokenizer", "load_tokenizer"):
@@ -136,9 +136,9 @@ def test_loading_a_tokenizer_does_not_import_torch(tmp_path):
     save_hf(tmp_path, eos_token="<|im_end|>", chat_template=CHAT)
     code = textwrap.dedent(f"""
         import json, sys
-        import jaxmodels.tokenizer
+        import jaxmodels_interop.tokenizer
         before = "transformers" in sys.modules
-        tok = jaxmodels.tokenizer.HFTokenizer({str(tmp_path)!r})
+        tok = jaxmodels_interop.tokenizer.HFTokenizer({str(tmp_path)!r})
         tok.decode(tok.encode("hello"))
         tok.apply_chat_template([{{"role": "user", "content": "hi"}}], tokenize=True)
         print(json.dumps({{"transformers_before": before, "transformers": "transformers" in sys.modules,

@@ -7,7 +7,6 @@ values (`value(key)`) and each tensor dequantised to float32 (`dequantize(name)`
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,10 @@ class GGUFError(ValueError):
     """A GGUF file that cannot be read, or holds something jaxmodels cannot represent."""
 
 
-@functools.cache
 def dequantizable(qtype: gguf.GGMLQuantizationType) -> bool:
-    """Whether `gguf.quants.dequantize` implements this type (asked with one zero block, not from a list)."""
-    _, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    try:
-        gguf.quants.dequantize(np.zeros((1, type_size), np.uint8), qtype)
-    except NotImplementedError:
-        return False
-    return True
+    """Whether `gguf.quants.dequantize` implements this type: F32 and F16 directly, every other type through the
+    quantisation class the library registers for it (`gguf.quants._type_traits`, what `dequantize` looks up)."""
+    return qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) or qtype in gguf.quants._type_traits
 
 
 class _Reader(gguf.GGUFReader):
@@ -117,9 +111,8 @@ class GGUFFile:
     def dequantize(self, name: str) -> np.ndarray:
         """The tensor as float32 of shape `shape(name)`, exactly as `gguf.quants.dequantize` computes it."""
         tensor = self.tensors[name]
-        try:
-            values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        except NotImplementedError:
+        if not dequantizable(tensor.tensor_type):
             raise GGUFError(f"{self.path}: tensor {name!r} is {tensor.tensor_type.name}, which the gguf library "
-                            f"cannot dequantise") from None
+                            f"cannot dequantise")
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return np.asarray(values, np.float32).reshape(self.shape(name))

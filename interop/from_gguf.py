@@ -1,6 +1,7 @@
 """`convert_from_gguf`: a llama.cpp .gguf file -> our checkpoint or a transformers directory, with its tokenizer.
 
-Above both `jaxmodels.gguf` (reading) and `jaxmodels.pretrained` (writing), so neither imports the other back.
+Above both `jaxmodels.gguf` (reading) and `jaxmodels.pretrained` (writing), so neither imports the other back;
+in interop because the tokenizer files come from transformers' GGUF tokenizer converter.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import os
 from pathlib import Path
 
 from jaxmodels.checkpoint import CONFIG_NAME, native_config
-from jaxmodels.gguf import tokenizer
 from jaxmodels.gguf.convert import _check_outside, open_gguf, planned_tensors
 from jaxmodels.hf.writer import write_shards
 from jaxmodels.io import atomic_directory
 from jaxmodels.pretrained import check_dtype, write_hf
+from jaxmodels_interop import gguf_tokenizer
 
 
 def convert_from_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=None, to: str = "ours",
@@ -28,7 +29,7 @@ def convert_from_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=N
     _check_outside(src, dst)
     dtype = check_dtype(source.family, dtype)
     tensors = planned_tensors(source, dtype)
-    files = tokenizer.files(source.file)  # built before the output exists: a tokenizer problem writes nothing
+    files = gguf_tokenizer.files(source.file)  # built before the output exists: a tokenizer problem writes nothing
 
     def extra(directory: Path) -> None:
         for name, text in files.items():
