@@ -158,7 +158,7 @@ def _corrupt(path, how):
     ("wrong-shape", "tensor 'model.layers.0.mlp.up_proj.weight' has shape (40, 20), expected (40, 24)"),
     ("int-dtype", "tensor 'model.norm.weight' has dtype I32, expected a floating-point dtype"),
     ("config-mismatch", "missing tensor 'model.layers.2.input_layernorm.weight'"),
-    ("unknown-type", "unsupported model_type 'gpt_neox'; supported: hyformer, llama, qwen2, vvalt"),
+    ("unknown-type", "unsupported model_type 'gpt_neox'; supported: gemma3_text, hyformer, llama, mistral, qwen2, qwen3, vvalt"),
     ("no-config", "no config.json"),
 ])
 def test_bad_input_is_reported_without_traceback(tmp_path, case, message):
