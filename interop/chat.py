@@ -14,7 +14,6 @@ generation_config.json's eos_token_id (one id or a list), else the tokenizer's e
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import jinja2
 
 import jaxmodels
 from jaxmodels.generate import Sampling, eos_ids
+from jaxmodels.io import read_json_object
 from jaxmodels.pretrained import gguf_in, model_dir
 from jaxmodels.streaming import Detokenizer, Streamer
 from jaxmodels.tokenizer import TOKENIZER_FILE, ByteTokenizer
@@ -59,13 +59,7 @@ def read_generation_config(directory: Path) -> dict:
     path = directory / GENERATION_CONFIG
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def load_tokenizer(model: Path, tokenizer: str | None) -> tuple[HFTokenizer | ByteTokenizer, dict]:

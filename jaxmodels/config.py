@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from jaxmodels.io import atomic_write_text
+from jaxmodels.io import atomic_write_text, read_json_object
 
 # Keys written beside a config's fields that are metadata, not fields.
 _METADATA_KEYS = ("model_type", "jaxmodels_version")
@@ -49,15 +49,9 @@ class ConfigMixin:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ConfigMixin:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return cls.from_dict(data, source=str(path))
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return cls.from_dict(read_json_object(path), source=str(path))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> ConfigMixin:

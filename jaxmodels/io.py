@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import json
 import os
 import secrets
 import shutil
@@ -215,3 +216,16 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """A JSON file holding one object, as a dict; ValueError naming the file when it is not valid JSON or not an
+    object (a missing file raises FileNotFoundError, as open() does)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -32,7 +32,7 @@ from jaxmodels.family import Family, RemoteCode
 from jaxmodels.hf.convert import fill, param_shapes, plan_import
 from jaxmodels.hf.source import SafetensorsCheckpoint
 from jaxmodels.hf.writer import PlannedTensor, parse_size, write_shards
-from jaxmodels.io import atomic_directory
+from jaxmodels.io import atomic_directory, read_json_object
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
           "float16": np.dtype(np.float16), "float64": np.dtype(np.float64)}
@@ -44,13 +44,7 @@ def read_config(directory: str | os.PathLike) -> dict:
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: no config.json (expected a checkpoint directory)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(path)
 
 
 def model_dir(path: str | os.PathLike) -> Path:
