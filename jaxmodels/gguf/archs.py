@@ -67,11 +67,14 @@ class Arch:
                 gguf.MODEL_TENSOR.ATTN_K: RopePairs(hf_config.get("num_key_value_heads") or heads)}
 
 
-# Mistral checkpoints arrive as `llama` (llama.cpp writes them so); Qwen3, Gemma 3 and Mistral rows join when
-# their families are registered in jaxmodels.
+# Mistral checkpoints arrive as `llama` (llama.cpp writes them so, without their sliding window). Qwen3's
+# q/k norms are found by the name map like any other tensor; its `key_length` metadata gives head_dim.
+# Gemma 3 has no row: llama.cpp stores its norms as 1 + w and fixes its local rope base, sliding-window
+# pattern and query scale in code rather than in the file, so the file alone does not say what it computes.
 ARCHS = {a.name: a for a in (
     Arch(gguf.MODEL_ARCH.LLAMA, "llama", rope_pairs=True),
     Arch(gguf.MODEL_ARCH.QWEN2, "qwen2"),
+    Arch(gguf.MODEL_ARCH.QWEN3, "qwen3"),
 )}
 
 # Metadata that would change the computation of every architecture above; refused when set to anything but
@@ -90,7 +93,7 @@ def arch_of(file: GGUFFile) -> Arch:
 
 
 def hf_config(file: GGUFFile, arch: Arch) -> dict[str, Any]:
-    """The GGUF metadata as a transformers config dict of the family (LlamaConfig / Qwen2Config keys)."""
+    """The GGUF metadata as a transformers config dict of the family (Llama / Qwen2 / Qwen3 config keys)."""
     a = arch.name
 
     def get(key: str, default: Any = None) -> Any:
