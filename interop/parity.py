@@ -172,7 +172,7 @@ def measure(hf_dir: str | Path, new_tokens: int = 64, prompts: dict[str, str] | 
 
 def table(rows: list[dict]) -> str:
     def spread(values):
-        return f"{np.median(values):.3g} ({min(values):.2g}-{max(values):.2g})" if len(values) > 1 else f"{values[0]:.3g}"
+        return f"{np.median(values):.2e} ({min(values):.1e}..{max(values):.1e})" if len(values) > 1 else f"{values[0]:.2e}"
 
     return markdown_table([{
         "prompt": r["prompt"], "tokens": r["tokens"],

@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     prompts = parity.builtin_prompts(tokenizer)
     prompts = {name: prompts[name] for name in ("chat-capital", "prose-json")}
-    rows = parity.measure(gguf.parent, args.new_tokens, prompts, gguf_file=gguf.name, ours=args.out)
+    rows = parity.measure(gguf.parent, args.new_tokens, prompts, gguf_file=gguf.name, ours=args.out, orderings=3)
     print(parity.table(rows))
+    print("(errors: median (range) over 3 channel orderings of the model; ratio: ours / transformers, of the "
+          "medians; docs/precision.md)")
     print(f"== done in {time.perf_counter() - t0:.0f} s; chat with it: jaxmodels-chat {args.out} -i", flush=True)
     return 0
 
