@@ -6,6 +6,7 @@ Qwen2ForCausalLM with the SMALL sizes (prime, pairwise distinct) and those overr
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -28,3 +29,17 @@ def tiny_hf_model(kind: str, path=None, *, dtype=None, seed: int = 0, **config):
     if path is not None:
         model.save_pretrained(path)
     return model
+
+
+def left_padded_greedy(hf, ours, *, vocab: int, length: int, pad: int, new_tokens: int, seed: int):
+    """Greedy continuations of a random [2, length] prompt whose first row has `pad` left-padding tokens:
+    (ours, transformers'), each [2, length + new_tokens] (transformers made to produce all new_tokens)."""
+    import jaxmodels
+
+    prompt = np.random.RandomState(seed).randint(1, vocab, (2, length))
+    mask = np.ones_like(prompt)
+    prompt[0, :pad], mask[0, :pad] = 0, 0
+    with torch.no_grad():
+        expected = hf.generate(torch.tensor(prompt), attention_mask=torch.tensor(mask), max_new_tokens=new_tokens,
+                               min_new_tokens=new_tokens, do_sample=False, pad_token_id=0).numpy()
+    return np.asarray(jaxmodels.generate(ours, prompt, new_tokens, attention_mask=mask)), expected

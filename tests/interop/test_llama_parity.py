@@ -14,7 +14,7 @@ import transformers
 
 import jaxmodels
 from jaxmodels import LlamaForCausalLM
-from tests.hf_models import tiny_hf_model
+from tests.hf_models import left_padded_greedy, tiny_hf_model
 
 BASE = dict(vocab_size=97, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=384, initializer_range=0.2, rms_norm_eps=1e-5)
@@ -63,13 +63,7 @@ def test_greedy_generation_is_token_identical(pair):
 
 def test_left_padded_generation_matches_transformers(pair):
     hf, ours, _ = pair
-    prompt = np.random.RandomState(2).randint(1, 97, (2, 9))
-    mask = np.ones_like(prompt)
-    prompt[0, :4], mask[0, :4] = 0, 0
-    with torch.no_grad():
-        expected = hf.generate(torch.tensor(prompt), attention_mask=torch.tensor(mask), max_new_tokens=12,
-                               min_new_tokens=12, do_sample=False, pad_token_id=0).numpy()
-    got = np.asarray(jaxmodels.generate(ours, prompt, 12, attention_mask=mask))
+    got, expected = left_padded_greedy(hf, ours, vocab=97, length=9, pad=4, new_tokens=12, seed=2)
     np.testing.assert_array_equal(got, expected)
 
 

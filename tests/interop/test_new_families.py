@@ -18,7 +18,7 @@ import transformers
 import jaxmodels
 from jaxmodels import family as families
 from jaxmodels.hf.config_policy import UnsupportedConfig
-from tests.hf_models import tiny_hf_model
+from tests.hf_models import left_padded_greedy, tiny_hf_model
 
 V, WINDOW = 97, 16
 BASE = dict(vocab_size=V, hidden_size=24, intermediate_size=40, num_attention_heads=4, num_key_value_heads=2,
@@ -79,13 +79,7 @@ def test_logits_match_on_a_long_left_padded_batch(pair):
 def test_greedy_generation_crosses_the_window_as_transformers_does(pair):
     """11 prompt tokens + 24 new ones: decoding passes the 16-token window, with a left-padded row."""
     _, hf, ours, _ = pair
-    prompt = np.random.RandomState(1).randint(1, V, (2, 11))
-    mask = np.ones_like(prompt)
-    prompt[0, :3], mask[0, :3] = 0, 0
-    with torch.no_grad():
-        expected = hf.generate(torch.tensor(prompt), attention_mask=torch.tensor(mask), max_new_tokens=24,
-                               min_new_tokens=24, do_sample=False, pad_token_id=0).numpy()
-    got = np.asarray(jaxmodels.generate(ours, prompt, 24, attention_mask=mask))
+    got, expected = left_padded_greedy(hf, ours, vocab=V, length=11, pad=3, new_tokens=24, seed=1)
     np.testing.assert_array_equal(got, expected)
     assert len(np.unique(got[:, 11:])) > 2  # not a degenerate continuation
 
