@@ -92,7 +92,13 @@ def _plain_copy_state(model, perm: np.ndarray, directory: Path):
     other.hf_quantizer = None  # a model read from GGUF keeps its dequantiser, which save_pretrained refuses
     if hasattr(other.config, "quantization_config"):
         del other.config.quantization_config
-    other.save_pretrained(directory)
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # a bar per ordering would bury the table
+    try:
+        other.save_pretrained(directory)
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
     return other, nnx.split(from_pretrained(directory))[1]
 
 
