@@ -30,7 +30,18 @@ def main(argv: list[str]) -> None:
     p.add_argument("--prompt", type=int, default=32)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="the small model only, fewer tokens")
+    p.add_argument("--model", help="a checkpoint directory: decode and prefill against transformers and the "
+                                   "bandwidth limit instead (benchmarks/suites/decode_model.py)")
+    p.add_argument("--prefill", type=int, default=512, help="with --model: prefill prompt length")
+    p.add_argument("--dtypes", default="float32,bfloat16", help="with --model: weight dtypes, comma-separated")
+    p.add_argument("--batches", default="1,8", help="with --model: batch sizes, comma-separated")
     args = p.parse_args(argv)
+    if args.model:
+        from jaxmodels_benchmarks.suites.decode_model import run
+
+        run(args.model, new_tokens=args.new_tokens, prompt_tokens=args.prompt, prefill=args.prefill, runs=args.runs,
+            dtypes=args.dtypes.split(","), batches=[int(b) for b in args.batches.split(",")])
+        return
 
     import torch
     import transformers

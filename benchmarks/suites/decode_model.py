@@ -1,0 +1,156 @@
+"""`python -m benchmarks decode --model DIR`: decode and prefill of a real checkpoint against transformers and
+against the memory-bandwidth limit, all measured in one run.
+
+* Bandwidth: a float32 matrix-vector product over a 512 MiB matrix, in torch and in XLA (the operation a batch-1
+  decode step is made of), median of several runs; the faster of the two is the machine's figure.
+* Limit: bandwidth / bytes read per decode step (every weight once: the parameters' bytes, a tied LM head
+  counted once), in tokens/s at batch 1.
+* Decode: greedy `generate` of N and of 1 new tokens after the same prompt, ours (`jaxmodels.generate`) and
+  transformers' (`generate`, EOS off), alternating; a step's time is (t_N - t_1) / (N - 1), so prefill and the
+  first token are left out. The tokens must be identical.
+* Prefill: the full forward of a `--prefill`-token prompt, ours (jitted) and transformers'.
+
+Writes benchmarks/results/decode-model.{json,md} and a chart decode-model.png (tok/s per configuration, the
+limit drawn for batch 1).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jaxmodels_benchmarks.harness import results_dir, time_alternating, write_results
+
+_MATRIX = (8192, 16384)  # 512 MiB of float32
+
+
+def bandwidth(runs: int = 7) -> dict[str, float]:
+    """GB/s read by a float32 matrix-vector product in torch and in XLA."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = np.random.default_rng(0).standard_normal(_MATRIX, dtype=np.float32)
+    x = np.ones(_MATRIX[1], np.float32)
+    ta, tx = torch.from_numpy(a), torch.from_numpy(x)
+    ja, jx = jnp.asarray(a), jnp.asarray(x)
+    matvec = jax.jit(lambda m, v: m @ v)
+    timings = time_alternating({"torch": lambda: ta @ tx, "xla": lambda: matvec(ja, jx)}, warmup=2, runs=runs)
+    return {name: a.nbytes / t["median"] / 1e9 for name, t in timings.items()}
+
+
+def _weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())  # tied tensors appear once
+
+
+def _decode(ours, hf, prompt: np.ndarray, new: int, runs: int) -> dict:
+    import torch
+
+    import jaxmodels
+
+    def theirs(n):
+        with torch.no_grad():
+            return hf.generate(torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
+                               max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+
+    t0 = time.perf_counter()
+    mine = np.asarray(jaxmodels.generate(ours, prompt, new))
+    compile_s = time.perf_counter() - t0
+    jaxmodels.generate(ours, prompt, 1)
+    same = bool(np.array_equal(mine, theirs(new).numpy()))
+    t = time_alternating({"ours N": lambda: jaxmodels.generate(ours, prompt, new),
+                          "ours 1": lambda: jaxmodels.generate(ours, prompt, 1),
+                          "theirs N": lambda: theirs(new), "theirs 1": lambda: theirs(1)}, warmup=1, runs=runs)
+    step = {who: (t[f"{who} N"]["median"] - t[f"{who} 1"]["median"]) / (new - 1) for who in ("ours", "theirs")}
+    return {"step_s": step, "compile_s": compile_s, "same_tokens": same, "timings": t}
+
+
+def _prefill(ours, hf, length: int, vocab: int, runs: int) -> dict:
+    import jax.numpy as jnp
+    import torch
+    from flax import nnx
+
+    from jaxmodels.layers.backend import inference_jit
+
+    ids = np.random.default_rng(5).integers(0, vocab, (1, length))
+    graphdef, state = nnx.split(ours)
+    fwd = inference_jit(lambda state, x: nnx.merge(graphdef, state)(x).logits)
+    jids, tids = jnp.asarray(ids, jnp.int32), torch.from_numpy(ids)
+
+    def theirs():
+        with torch.no_grad():
+            return hf(tids).logits
+
+    return time_alternating({"ours": lambda: fwd(state, jids), "theirs": theirs}, warmup=1, runs=runs)
+
+
+def _chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r['dtype']}\nbatch {r['batch']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 2, 4))
+    ax.bar(x - 0.2, [r["jaxmodels tok/s"] for r in rows], 0.4, label="jaxmodels")
+    ax.bar(x + 0.2, [r["transformers tok/s"] for r in rows], 0.4, label="transformers")
+    for i, r in enumerate(rows):
+        if r.get("limit tok/s"):
+            ax.hlines(r["limit tok/s"], i - 0.45, i + 0.45, colors="k", linestyles="--",
+                      label="bandwidth limit" if i == 0 else None)
+    ax.set_xticks(x, labels)
+    ax.set_ylabel("decode tokens / s")
+    ax.set_title("Decode steps (prefill excluded)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run(model_dir: str, *, new_tokens: int, prompt_tokens: int, prefill: int, runs: int,
+        dtypes: list[str], batches: list[int]) -> None:
+    import jax.numpy as jnp
+    import torch
+    import transformers
+
+    import jaxmodels
+
+    torch.set_num_threads(2)
+    bw = bandwidth()
+    gbps = max(bw.values())
+    rows, results = [], {"bandwidth_GBps": bw}
+    for dtype in dtypes:
+        hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
+        ours = jaxmodels.from_pretrained(model_dir, dtype=getattr(jnp, dtype))
+        per_token = _weight_bytes(hf)
+        vocab = hf.config.vocab_size
+        for batch in batches:
+            prompt = np.random.default_rng(batch).integers(0, vocab, (batch, prompt_tokens))
+            d = _decode(ours, hf, prompt, new_tokens, runs)
+            mine, theirs = batch / d["step_s"]["ours"], batch / d["step_s"]["theirs"]
+            limit = gbps * 1e9 / per_token if batch == 1 else None
+            row = {"dtype": dtype, "batch": batch, "jaxmodels tok/s": mine, "transformers tok/s": theirs,
+                   "speed-up": mine / theirs, "limit tok/s": limit or "",
+                   "of limit": f"{mine / limit:.0%}" if limit else "", "compile s": d["compile_s"],
+                   "same tokens": d["same_tokens"]}
+            rows.append(row)
+            results[f"{dtype}/b{batch}"] = {**row, **d}
+        p = _prefill(ours, hf, prefill, vocab, runs)
+        results[f"{dtype}/prefill{prefill}"] = p
+        results[f"{dtype}/prefill_speedup"] = p["theirs"]["median"] / p["ours"]["median"]
+        del hf, ours
+    notes = (f"Model {model_dir}; greedy, {new_tokens} new tokens after a {prompt_tokens}-token prompt; decode tok/s = "
+             f"batch / step time, step = (t_N - t_1) / (N - 1). Bandwidth (512 MiB float32 matvec): "
+             + ", ".join(f"{k} {v:.1f} GB/s" for k, v in bw.items())
+             + "; limit = the faster / bytes of the weights. Prefill of "
+             f"{prefill} tokens, transformers / ours: "
+             + ", ".join(f"{d} {results[f'{d}/prefill_speedup']:.2f}x" for d in dtypes)
+             + ". Chart: decode-model.png.")
+    write_results("decode-model", results, rows, notes=notes)
+    _chart(rows, results_dir() / "decode-model.png")
