@@ -31,9 +31,8 @@ import torch
 import transformers
 from flax import nnx
 
-from jaxmodels.generate import generate
+from jaxmodels.generate import forward_logits, generate
 from jaxmodels.io import atomic_write_bytes
-from jaxmodels.layers.backend import inference_jit
 from jaxmodels.pretrained import from_pretrained
 from jaxmodels.tables import markdown_table
 from jaxmodels_interop.channel_order import orderings as channel_orderings
@@ -62,20 +61,6 @@ def builtin_prompts(tokenizer) -> dict[str, str]:
     }
 
 
-class _Forward:
-    """Our model's float32 logits as float64 numpy, compiled once per prompt shape; `state` swaps in the weights
-    of another model of the same structure (a channel reordering) without recompiling."""
-
-    def __init__(self, model):
-        self.graphdef, self.state = nnx.split(model)
-        graphdef = self.graphdef
-        self._fwd = inference_jit(lambda state, ids: nnx.merge(graphdef, state)(ids).logits)
-
-    def __call__(self, ids, state=None):
-        state = self.state if state is None else state
-        return np.asarray(self._fwd(state, jnp.asarray(ids, jnp.int32)), np.float64)
-
-
 def _until_eos(tokens, eos: set[int]) -> list[int]:
     out = []
     for t in tokens:
@@ -85,21 +70,23 @@ def _until_eos(tokens, eos: set[int]) -> list[int]:
     return out
 
 
-def _plain_copy_state(model, perm: np.ndarray, directory: Path):
-    """Our weights for the transformers model `model` with its channels reordered by `perm` (saved as a plain
-    transformers directory and read back with from_pretrained, as any checkpoint would be)."""
-    other = reordered(model, perm)
-    other.hf_quantizer = None  # a model read from GGUF keeps its dequantiser, which save_pretrained refuses
-    if hasattr(other.config, "quantization_config"):
-        del other.config.quantization_config
+def save_plain_hf(model, directory: str | Path) -> None:
+    """save_pretrained of a transformers model, one read from GGUF included: that keeps its dequantiser and
+    quantization_config, which save_pretrained refuses, so both are dropped first."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # a bar per ordering would bury the table
+    transformers.utils.logging.disable_progress_bar()  # a bar per channel ordering would bury the table
     try:
-        other.save_pretrained(directory)
+        model.save_pretrained(directory)
     finally:
         if bars:
             transformers.utils.logging.enable_progress_bar()
-    return other, nnx.split(from_pretrained(directory))[1]
+
+
+def _logits(graphdef, state, ids) -> np.ndarray:
+    return np.asarray(forward_logits(graphdef, state, jnp.asarray(ids, jnp.int32)), np.float64)
 
 
 def _max(a, b) -> float:
@@ -130,7 +117,7 @@ def measure(hf_dir: str | Path, new_tokens: int = 64, prompts: dict[str, str] | 
     if ours is None:
         ours = hf_dir if gguf_file is None else Path(hf_dir) / gguf_file
     ours = from_pretrained(ours)
-    forward = _Forward(ours)
+    graphdef, state = nnx.split(ours)
     eos = hf32.generation_config.eos_token_id
     eos = [] if eos is None else list(np.atleast_1d(eos))
     ids = {name: tokenizer(text, return_tensors="np", add_special_tokens=False)["input_ids"]
@@ -141,19 +128,23 @@ def measure(hf_dir: str | Path, new_tokens: int = 64, prompts: dict[str, str] | 
     errors = {name: {"theirs": [], "ours": [], "theirs_rms": [], "ours_rms": []} for name in ids}
     natural = {}
     for k, perm in enumerate(channel_orderings(hf32.config.hidden_size, orderings)):
-        with tempfile.TemporaryDirectory() as tmp:
-            theirs_model, state = (hf32, None) if k == 0 else _plain_copy_state(hf32, perm, Path(tmp))
-            for name, x in ids.items():
-                with torch.no_grad():
-                    theirs = theirs_model(torch.from_numpy(x)).logits.double().numpy()
-                logits = forward(x, state)
-                e = errors[name]
-                e["theirs"].append(_max(theirs, refs[name]))
-                e["ours"].append(_max(logits, refs[name]))
-                e["theirs_rms"].append(_rms(theirs, refs[name]))
-                e["ours_rms"].append(_rms(logits, refs[name]))
-                if k == 0:
-                    natural[name] = _max(logits, theirs)
+        theirs_model, our_state = hf32, state
+        if k:  # the reordered transformers model, and ours read from it as from any checkpoint
+            theirs_model = reordered(hf32, perm)
+            with tempfile.TemporaryDirectory() as tmp:
+                save_plain_hf(theirs_model, tmp)
+                our_state = nnx.split(from_pretrained(tmp))[1]
+        for name, x in ids.items():
+            with torch.no_grad():
+                theirs = theirs_model(torch.from_numpy(x)).logits.double().numpy()
+            logits = _logits(graphdef, our_state, x)
+            e = errors[name]
+            e["theirs"].append(_max(theirs, refs[name]))
+            e["ours"].append(_max(logits, refs[name]))
+            e["theirs_rms"].append(_rms(theirs, refs[name]))
+            e["ours_rms"].append(_rms(logits, refs[name]))
+            if k == 0:
+                natural[name] = _max(logits, theirs)
     rows = []
     for name, x in ids.items():
         with torch.no_grad():

@@ -82,6 +82,15 @@ def eos_ids(eos_token_id: int | Sequence[int] | None) -> tuple[int, ...] | None:
     return None if eos_token_id is None else tuple(int(e) for e in np.atleast_1d(eos_token_id))
 
 
+@partial(inference_jit, static_argnames=("graphdef",))
+def forward_logits(graphdef, state, input_ids: jax.Array) -> jax.Array:
+    """The model's logits [B, T, V] for input_ids [B, T], jitted for inference (the precise CPU dots).
+
+    `(graphdef, state)` is `nnx.split(model)`; models of one structure share the compiled function, so swapping
+    in another state of the same shapes (other weights) does not recompile."""
+    return nnx.merge(graphdef, state)(input_ids).logits
+
+
 # Compiled with the precise CPU dots (jaxmodels.layers.backend.inference_jit, docs/precision.md).
 @partial(inference_jit, static_argnames=("graphdef", "max_new_tokens", "eos_token_id", "pad_token_id"))
 def _generate(graphdef, state, input_ids, attention_mask, key, sampling, *, max_new_tokens, eos_token_id,

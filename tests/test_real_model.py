@@ -29,11 +29,7 @@ def hf_dir(gguf, tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm2-hf")
     model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                               dtype=torch.float32)
-    # A dequantised GGUF model keeps its quantizer; transformers refuses to save it until both are removed.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
+    parity.save_plain_hf(model, out)  # the dequantiser dropped, as a transformers user must
     transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(out)
     return out
 
