@@ -3,6 +3,11 @@
 Works for any decoder in this package whose call accepts `(input_ids, task="lm", attention_mask,
 kv_caches=...)` and that has `init_cache`. Batches are left-padded: pass attention_mask with zeros on the
 left; positions count real tokens only, so each row generates as it would alone.
+
+Shapes are bucketed (docs/compilation.md): `generate` left-pads the prompt to a multiple of `bucket` tokens
+and sizes the cache for max_new_tokens rounded up to the bucket, while the loop stops at the real
+max_new_tokens (a traced value), so a new prompt length or token budget within a bucket reuses the compiled
+program. `round_up` and `left_pad` are shared with `jaxmodels.streaming`, which buckets chat prompts the same way.
 """
 
 from __future__ import annotations
@@ -77,6 +82,25 @@ def sample_step(logits: jax.Array, key: jax.Array, sampling: Sampling) -> tuple[
     return _next_token(logits, sub, sampling.temperature, sampling.top_k, sampling.top_p), key
 
 
+def round_up(n: int, bucket: int | None) -> int:
+    """n rounded up to a multiple of `bucket` (None: n itself), the length a jitted program is compiled for."""
+    return n if bucket is None else -(-n // bucket) * bucket
+
+
+def left_pad(input_ids: np.ndarray, attention_mask: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pads input_ids and attention_mask [B, T] with zeros to [B, length] (int32): the padding is masked
+    out of attention and positions, so the model computes what it computes on the unpadded rows."""
+    b, t = input_ids.shape
+    ids, mask = np.zeros((b, length), np.int32), np.zeros((b, length), np.int32)
+    ids[:, length - t:], mask[:, length - t:] = input_ids, attention_mask
+    return ids, mask
+
+
+def check_bucket(bucket: int | None) -> None:
+    if bucket is not None and (isinstance(bucket, bool) or not isinstance(bucket, int) or bucket < 1):
+        raise ValueError(f"bucket must be a positive int or None, got {bucket!r}")
+
+
 def eos_ids(eos_token_id: int | Sequence[int] | None) -> tuple[int, ...] | None:
     """One EOS id or several -> a tuple of ints (hashable, so it can be a static argument); None stays None."""
     return None if eos_token_id is None else tuple(int(e) for e in np.atleast_1d(eos_token_id))
@@ -92,14 +116,16 @@ def forward_logits(graphdef, state, input_ids: jax.Array) -> jax.Array:
 
 
 # Compiled with the precise CPU dots (jaxmodels.layers.backend.inference_jit, docs/precision.md).
-@partial(inference_jit, static_argnames=("graphdef", "max_new_tokens", "eos_token_id", "pad_token_id"))
-def _generate(graphdef, state, input_ids, attention_mask, key, sampling, *, max_new_tokens, eos_token_id,
+@partial(inference_jit, static_argnames=("graphdef", "room", "eos_token_id", "pad_token_id"))
+def _generate(graphdef, state, input_ids, attention_mask, key, sampling, max_new_tokens, *, room, eos_token_id,
               pad_token_id):
+    """input_ids, attention_mask [B, P] -> tokens [B, P + room]: the prompt, then up to max_new_tokens (traced,
+    <= room) new tokens, padding after them. The cache has P + room slots."""
     model = nnx.merge(graphdef, state)
     b, t = input_ids.shape
-    cache = model.init_cache(b, t + max_new_tokens)
+    cache = model.init_cache(b, t + room)
     out = model(input_ids, task="lm", attention_mask=attention_mask, kv_caches=cache)
-    tokens = jnp.full((b, t + max_new_tokens), pad_token_id, jnp.int32).at[:, :t].set(input_ids)
+    tokens = jnp.full((b, t + room), pad_token_id, jnp.int32).at[:, :t].set(input_ids)
 
     def cond(carry):
         i, _, _, _, done, _ = carry
@@ -121,37 +147,45 @@ def _generate(graphdef, state, input_ids, attention_mask, key, sampling, *, max_
 
 def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, seed: int = 0, eos_token_id: int | Sequence[int] | None = None,
-             attention_mask=None, pad_token_id: int | None = None) -> jax.Array:
+             attention_mask=None, pad_token_id: int | None = None, *, bucket: int | None = 64) -> jax.Array:
     """Returns token ids [B, T + max_new_tokens]: the prompt followed by the new tokens.
 
     temperature 0 is greedy; otherwise sampling from softmax(logits / temperature) restricted by top_k and
     top_p, driven by `seed` (same seed, same tokens). Once a row emits eos_token_id, the rest of it is
     pad_token_id (default: the first eos_token_id, else 0); the loop stops early when every row is done.
     eos_token_id may list several ids (as Qwen2 configs do).
+
+    The program is compiled for the prompt length T and max_new_tokens each rounded up to a multiple of
+    `bucket` (kept within the model's max_seq_len), so lengths within a bucket share one compilation; the
+    tokens are those of the exact shapes (`bucket=None`), which compile for every new T and max_new_tokens.
     """
-    input_ids = jnp.asarray(input_ids, jnp.int32)
+    check_bucket(bucket)
+    input_ids = np.asarray(input_ids)
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
         raise ValueError(f"input_ids must have shape [B, T] with T >= 1, got {tuple(input_ids.shape)}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    b, t = input_ids.shape
     limit = model.spec.max_seq_len
-    if input_ids.shape[1] + max_new_tokens > limit:
-        raise ValueError(f"prompt length {input_ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the "
+    if t + max_new_tokens > limit:
+        raise ValueError(f"prompt length {t} + max_new_tokens {max_new_tokens} exceeds the "
                          f"model's max_seq_len {limit}")
     sampling = Sampling.make(model.spec.vocab_size, temperature, top_k, top_p)
     lo, hi = int(np.min(input_ids)), int(np.max(input_ids))
     if lo < 0 or hi >= model.spec.vocab_size:
         raise ValueError(f"token ids must lie in [0, {model.spec.vocab_size}); got values from {lo} to {hi}")
-    if attention_mask is None:
-        attention_mask = jnp.ones_like(input_ids)
-    attention_mask = jnp.asarray(attention_mask, jnp.int32)
+    attention_mask = np.ones((b, t), np.int32) if attention_mask is None else np.asarray(attention_mask)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected {tuple(input_ids.shape)}")
-    if not bool(jnp.all(attention_mask[:, -1] == 1)):
+    if not np.all(attention_mask[:, -1] == 1):
         raise ValueError("generation needs left padding: the last prompt position of every row must be a real token")
     eos_token_id = eos_ids(eos_token_id)
     if pad_token_id is None:
         pad_token_id = eos_token_id[0] if eos_token_id else 0
+    room = min(round_up(max_new_tokens, bucket), limit - t)  # >= max_new_tokens, checked above
+    p = min(round_up(t, bucket), limit - room)  # >= t
+    ids, mask = left_pad(input_ids, attention_mask, p)
     graphdef, state = nnx.split(model)
-    return _generate(graphdef, state, input_ids, attention_mask, jax.random.key(seed), sampling,
-                     max_new_tokens=int(max_new_tokens), eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
+    tokens = _generate(graphdef, state, ids, mask, jax.random.key(seed), sampling, jnp.int32(max_new_tokens),
+                       room=room, eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
+    return tokens[:, p - t:p + max_new_tokens]

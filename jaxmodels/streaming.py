@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxmodels.generate import Sampling, eos_ids, sample_step
+from jaxmodels.generate import Sampling, check_bucket, eos_ids, left_pad, round_up, sample_step
 from jaxmodels.layers.backend import inference_jit
 
 
@@ -44,17 +44,17 @@ def _step(graphdef, state, tok, cache, key, sampling):
 class Streamer:
     """Streams generation from `model` with a cache of `max_len` slots (default: the model's max_seq_len).
 
-    Prompts are left-padded up to a multiple of `bucket` tokens. The model's parameters are captured when the
-    streamer is built; the prefill and step functions compile on first use and are reused for the session.
+    Prompts are left-padded up to a multiple of `bucket` tokens (None: not at all). The model's parameters are
+    captured when the streamer is built; the prefill and step functions compile on first use and are reused for
+    the session.
     """
 
-    def __init__(self, model: nnx.Module, max_len: int | None = None, bucket: int = 64):
+    def __init__(self, model: nnx.Module, max_len: int | None = None, bucket: int | None = 64):
         limit = model.spec.max_seq_len
         max_len = limit if max_len is None else int(max_len)
         if not 2 <= max_len <= limit:
             raise ValueError(f"the context length must lie in [2, {limit}] (the model's max_seq_len), got {max_len}")
-        if bucket < 1:
-            raise ValueError(f"bucket must be >= 1, got {bucket}")
+        check_bucket(bucket)
         self.max_len, self.bucket = max_len, bucket
         self.vocab_size = model.spec.vocab_size
         graphdef, self._state = nnx.split(model)
@@ -65,8 +65,7 @@ class Streamer:
     def padded_length(self, prompt_len: int, max_new_tokens: int) -> int:
         """The prefill length P for a prompt: rounded up to the bucket, but at most what leaves room for
         `max_new_tokens` (the prompt and every new token but the last occupy cache slots)."""
-        rounded = -(-prompt_len // self.bucket) * self.bucket
-        return min(rounded, self.max_len - max_new_tokens + 1)
+        return min(round_up(prompt_len, self.bucket), self.max_len - max_new_tokens + 1)
 
     def stream(self, prompt_ids, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
                top_p: float | None = None, seed: int = 0,
@@ -88,11 +87,7 @@ class Streamer:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size}); got values from {prompt.min()} to "
                              f"{prompt.max()}")
         sampling = Sampling.make(self.vocab_size, temperature, top_k, top_p)
-        p = self.padded_length(t, max_new_tokens)
-        ids = np.zeros((1, p), np.int32)
-        ids[0, p - t:] = prompt
-        mask = np.zeros((1, p), np.int32)
-        mask[0, p - t:] = 1
+        ids, mask = left_pad(prompt[None], np.ones((1, t), np.int32), self.padded_length(t, max_new_tokens))
         return self._tokens(ids, mask, jax.random.key(seed), sampling, max_new_tokens, set(eos_ids(eos_token_id) or ()))
 
     def _tokens(self, ids, mask, key, sampling, max_new_tokens, eos) -> Iterator[int]:

@@ -87,3 +87,50 @@ def test_generate_errors(model, kw, message):
 def test_generate_rejects_out_of_vocab(model):
     with pytest.raises(ValueError, match=r"token ids must lie in \[0, 17\)"):
         generate(model, np.array([[1, 20]]), 2)
+
+
+@pytest.mark.parametrize("settings", [{}, dict(temperature=1.3, top_k=9, seed=3)], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("bucket", [16, 64])  # 64: more than max_seq_len 37 allows, so the padding is clamped
+def test_bucketed_shapes_give_the_exact_shapes_tokens(model, settings, bucket):
+    rng = np.random.RandomState(3)
+    for t, new in ((5, 9), (11, 1)):
+        prompt = rng.randint(0, 17, (2, t))
+        exact = np.asarray(generate(model, prompt, new, bucket=None, **settings))
+        bucketed = np.asarray(generate(model, prompt, new, bucket=bucket, **settings))
+        assert bucketed.shape == exact.shape == (2, t + new)
+        np.testing.assert_array_equal(bucketed, exact)
+
+
+def test_bucketed_left_padded_batch_and_eos(model):
+    """The caller's own left padding and an EOS stop come out as with exact shapes."""
+    batch = np.array([[0, 0, 3, 9, 4], [5, 1, 8, 2, 7]])
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    free = np.asarray(generate(model, batch, 9, attention_mask=mask, bucket=None))
+    eos = int(free[0, 7])
+    kw = dict(attention_mask=mask, eos_token_id=eos, pad_token_id=16)
+    np.testing.assert_array_equal(np.asarray(generate(model, batch, 9, bucket=16, **kw)),
+                                  np.asarray(generate(model, batch, 9, bucket=None, **kw)))
+
+
+def test_lengths_in_one_bucket_compile_once():
+    """Two prompt lengths and two token budgets within one bucket share one compiled program; exact shapes
+    compile once per (prompt length, max_new_tokens)."""
+    from jaxmodels.generate import _generate
+
+    model = Hyformer.from_config(HyformerConfig.tiny(max_seq_len=41), seed=11)  # compiled by no other test
+    rng = np.random.RandomState(4)
+    cases = ((5, 9), (11, 12), (16, 3))  # all within one bucket of 16
+    jitted = _generate.jitted()
+    before = jitted._cache_size()
+    for t, new in cases:
+        generate(model, rng.randint(0, 17, (1, t)), new, bucket=16)
+    assert jitted._cache_size() - before == 1
+    for t, new in cases:
+        generate(model, rng.randint(0, 17, (1, t)), new, bucket=None)
+    assert jitted._cache_size() - before == 1 + len(cases)
+
+
+@pytest.mark.parametrize("bucket", [0, -4, 2.5, True])
+def test_generate_rejects_bad_buckets(model, bucket):
+    with pytest.raises(ValueError, match="bucket must be a positive int or None"):
+        generate(model, np.array([[1, 2, 3]]), 2, bucket=bucket)
