@@ -22,6 +22,7 @@ from pathlib import Path
 import jinja2
 
 import jaxmodels
+from jaxmodels import compilation_cache
 from jaxmodels.generate import Sampling, eos_ids
 from jaxmodels.io import read_json_object
 from jaxmodels.pretrained import gguf_in, model_dir
@@ -263,6 +264,7 @@ def session(args) -> Chat:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    compilation_cache.enable()
     try:
         check_args(args)
         first = first_prompt(args)

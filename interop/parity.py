@@ -31,6 +31,7 @@ import torch
 import transformers
 from flax import nnx
 
+from jaxmodels import compilation_cache
 from jaxmodels.generate import forward_logits, generate
 from jaxmodels.io import atomic_write_bytes
 from jaxmodels.pretrained import from_pretrained
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="channel orders each float32 error is measured on (default 5; 1: the model's own)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    compilation_cache.enable()
     path = Path(args.hf_dir)
     if not (path / "config.json").is_file():
         print(f"error: {path}: not a Hugging Face model directory (no config.json)", file=sys.stderr)

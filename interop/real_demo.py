@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=32, help="greedy tokens compared with transformers")
     args = parser.parse_args(argv)
 
+    from jaxmodels import compilation_cache
     from jaxmodels_interop import chat, convert_cli, parity
+
+    compilation_cache.enable()
 
     t0 = time.perf_counter()
     gguf = fetch_smollm2()

@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxmodels_interop.teacher import TeacherError, capture, token_stream
 from jaxmodels_interop.teacher_load import load_teacher
+from jaxmodels import compilation_cache
 from jaxmodels.htfr import HTFRConfig
 from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint, HTFTTrainer,
                             HypertensorFieldTransformer, StageSpec, build_vocab_mapping, load_htft_checkpoint,
@@ -222,6 +223,7 @@ def run(args) -> dict:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    compilation_cache.enable()
     try:
         run(args)
     except (HTFTRunError, TeacherError) as err:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxmodels import Hyformer, HyformerConfig, generate
+from jaxmodels import Hyformer, HyformerConfig, compilation_cache, generate
 from jaxmodels_training import sharding
 from jaxmodels_training.data import Batches, TokenStream, load_documents
 from jaxmodels_training.masking import mask_tokens
@@ -189,6 +189,7 @@ def sample(model: Hyformer, tokenizer, n_tokens: int, seed: int) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    compilation_cache.enable()
     try:
         history = train(args)
     except USER_ERRORS as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmodels import compilation_cache
 from jaxmodels.pretrained import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, SVFWrapper
 from jaxmodels_training.metrics import MetricsLog, progress
@@ -176,6 +177,7 @@ def main(argv=None) -> None:
     add_model_args(a)
     svf_adapt.add_args(a)
     args = p.parse_args(argv)
+    compilation_cache.enable()
     try:
         if args.command == "train":
             check_train_args(t, args)

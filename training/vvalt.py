@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmodels import compilation_cache
 from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification
 from jaxmodels_training.cli_args import add_optimisation_args, add_run_args
 from jaxmodels_training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
@@ -167,6 +168,7 @@ def train(args) -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    compilation_cache.enable()
     try:
         history = train(args)
     except USER_ERRORS as e:
