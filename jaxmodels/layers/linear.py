@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmodels.layers import backend, dense
+from jaxmodels.layers import backend, dense, skinny
 
 _INIT_STD = 0.02
 
@@ -51,7 +51,8 @@ def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto
     """Several projections of the same input: x [..., *in_shape] -> one array [..., *out_shape] per projection.
 
     Tuned: one dot per projection inside one custom VJP (`dense.projections`), which shares x's transpose
-    between the weight gradients and sums dx. Plain: one contraction per projection, differentiated by JAX.
+    between the weight gradients and sums dx; inputs of few rows (decode steps) go to the CPU kernels
+    (`skinny.projections`), which read each kernel in its stored dtype. Plain: one contraction per projection, differentiated by JAX.
     Either way there is no kernel concatenation per call, and storage stays one parameter per projection,
     so checkpoints keep the original's separate keys.
     """
@@ -62,6 +63,9 @@ def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto
         return [_plain_linear(x, p) for p in linears]
     lead = x.shape[: x.ndim - len(in_shape)]
     x = x.reshape(*lead, -1)
+    if skinny.applies(x, 1):  # a decode step: the CPU kernels read each kernel once, in its stored dtype
+        outs = skinny.projections(x, tuple(p.flat_kernel() for p in linears), tuple(p.flat_bias() for p in linears))
+        return [y.reshape(*lead, *p.out_shape) for y, p in zip(outs, linears)]
     kernels = tuple(p.flat_kernel().astype(x.dtype) for p in linears)
     biases = tuple(None if p.bias is None else p.flat_bias().astype(x.dtype) for p in linears)
     return [y.reshape(*lead, *p.out_shape) for y, p in zip(dense.projections(x, kernels, biases), linears)]
@@ -90,7 +94,8 @@ class Embed(nnx.Module):
 
         `layers` None: this module's `layers`.
         """
-        w = self.weight[...].astype(x.dtype)  # [V, D]
         if backend.resolve(self.layers if layers is None else layers) == "plain":
-            return jnp.einsum("...D,VD->...V", x, w)
-        return dense.matmul_t(x, w)
+            return jnp.einsum("...D,VD->...V", x, self.weight[...].astype(x.dtype))
+        if skinny.applies(x, 1):  # a decode step: the weight [V, D] read once, in its stored dtype
+            return skinny.matmul_t(x, self.weight[...])
+        return dense.matmul_t(x, self.weight[...].astype(x.dtype))
