@@ -1,0 +1,143 @@
+"""`python -m benchmarks first-token --model PATH`: how long a start of the chat CLI takes to its first token,
+with an empty persistent compilation cache (cold) and with the cache the cold start filled (warm).
+
+Each repetition starts `python -m jaxmodels_interop.chat PATH PROMPT --stats` as a new process:
+
+* cold: a fresh, empty cache directory ($JAXMODELS_COMPILATION_CACHE), so every program compiles;
+* warm: the same directory again, same prompt: the prefill and decode step come from the cache;
+* warm, other prompt: a prompt of another token length in the same 64-token bucket, same directory;
+* off: the cache turned off ("off"), what a start cost before the cache existed.
+
+First token: wall time from just before the process is created to the first byte on its stdout (the pipe is
+read as it arrives; the CLI flushes every piece of text). Also recorded: the whole run, the CLI's own
+prefill time (its --stats line: from the start of generation to the first token) and the cache entries each
+run added. The model file is in the page cache for all runs (the first run reads it); cold means compile-cold.
+Medians over --runs repetitions, the kinds alternating within each repetition.
+
+Writes benchmarks/results/first-token.{json,md} and first-token.png. Needs a model, so `all` skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jaxmodels.compilation_cache import ENV_VAR, OFF
+from jaxmodels.io import atomic_open
+from jaxmodels_benchmarks.harness import results_dir, write_results
+
+IN_ALL = False  # needs --model
+
+TARGET_S = 3.0  # issue 16: a warm start reaches its first token within 3 s
+PROMPT = "What is the capital of France?"
+OTHER_PROMPT = "What is the capital of France, and what river runs through it?"
+STATS = re.compile(r"\[prompt (\d+) tokens \(padded to (\d+)\), (\d+) new, first token after ([\d.]+) s")
+KINDS = ("cold", "warm", "warm, other prompt", "off")
+
+
+def chat_once(model: str, prompt: str, cache: str, max_new_tokens: int) -> dict:
+    """One chat CLI process -> {first_token_s, total_s, prefill_s, prompt_tokens, padded, reply}."""
+    cmd = [sys.executable, "-m", "jaxmodels_interop.chat", model, prompt, "--max-new-tokens", str(max_new_tokens),
+           "--stats"]
+    env = {**os.environ, ENV_VAR: cache}
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env, bufsize=0)
+        first = proc.stdout.read(1)  # blocks until the CLI prints its first piece of text
+        first_s = time.perf_counter() - t0
+        rest = proc.stdout.read()
+        proc.wait()
+        total_s = time.perf_counter() - t0
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    if proc.returncode != 0 or not first:
+        raise SystemExit(f"first-token: {' '.join(cmd)} exited with status {proc.returncode}:\n{stderr}")
+    stats = STATS.search(stderr)
+    if stats is None:
+        raise SystemExit(f"first-token: no --stats line in the chat CLI's stderr:\n{stderr}")
+    return {"first_token_s": first_s, "total_s": total_s, "prefill_s": float(stats[4]),
+            "prompt_tokens": int(stats[1]), "padded": int(stats[2]), "reply": (first + rest).decode().strip()}
+
+
+def _entries(directory: Path) -> int:
+    return sum(1 for _ in directory.iterdir()) if directory.is_dir() else 0
+
+
+def measure(model: str, prompts: dict[str, str], runs: int, max_new_tokens: int) -> dict[str, list[dict]]:
+    """{kind: one record per repetition}; each repetition gets its own fresh cache directory."""
+    out: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    for r in range(runs):
+        with tempfile.TemporaryDirectory(prefix="first-token-xla-") as tmp:
+            cache = Path(tmp) / "xla"
+            for kind in KINDS:
+                prompt = prompts["other" if kind == "warm, other prompt" else "main"]
+                before = _entries(cache)
+                rec = chat_once(model, prompt, OFF if kind == "off" else str(cache), max_new_tokens)
+                rec["new_cache_entries"] = _entries(cache) - before
+                out[kind].append(rec)
+                print(f"run {r + 1}/{runs} {kind}: first token {rec['first_token_s']:.2f} s "
+                      f"(prefill {rec['prefill_s']:.2f} s), {rec['new_cache_entries']} new cache entries", flush=True)
+    return out
+
+
+def _chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = range(len(rows))
+    startup = [r["first token s"] - r["prefill s"] for r in rows]
+    ax.bar(x, startup, 0.6, label="start-up (imports, tokenizer, model)")
+    ax.bar(x, [r["prefill s"] for r in rows], 0.6, bottom=startup, label="prefill (compile or cache load)")
+    ax.axhline(TARGET_S, color="k", linestyle="--", label=f"target {TARGET_S:g} s (warm)")
+    ax.set_xticks(list(x), [r["start"] for r in rows])
+    ax.set_ylabel("seconds to the first token")
+    ax.set_title("Chat CLI: process start to first token (median)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks first-token", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="what the chat CLI loads: a GGUF file or a checkpoint directory")
+    p.add_argument("--prompt", default=PROMPT)
+    p.add_argument("--other-prompt", default=OTHER_PROMPT,
+                   help="another token length in the prompt's 64-token bucket (checked)")
+    p.add_argument("--runs", type=int, default=3, help="repetitions (default 3), medians reported")
+    p.add_argument("--max-new-tokens", type=int, default=8, help="per run (default 8)")
+    args = p.parse_args(argv)
+    if args.runs < 1:
+        p.error(f"--runs must be >= 1, got {args.runs}")
+    records = measure(args.model, {"main": args.prompt, "other": args.other_prompt}, args.runs, args.max_new_tokens)
+    rows = []
+    for kind, recs in records.items():
+        med = {k: statistics.median(r[k] for r in recs) for k in ("first_token_s", "total_s", "prefill_s")}
+        rows.append({"start": kind, "prompt tokens": recs[0]["prompt_tokens"], "padded to": recs[0]["padded"],
+                     "first token s": med["first_token_s"], "prefill s": med["prefill_s"],
+                     "whole run s": med["total_s"], "min first token s": min(r["first_token_s"] for r in recs),
+                     "max first token s": max(r["first_token_s"] for r in recs),
+                     "new cache entries": max(r["new_cache_entries"] for r in recs)})
+    by = {r["start"]: r for r in rows}
+    same_bucket = by["warm"]["padded to"] == by["warm, other prompt"]["padded to"] != by["warm, other prompt"]["prompt tokens"]
+    notes = (f"Model {args.model}; {args.runs} repetitions, medians; greedy, {args.max_new_tokens} new tokens. "
+             f"First token = process start to the first byte on stdout; prefill = the CLI's own --stats figure "
+             f"(generation start to first token); start-up = the difference. Prompts: {args.prompt!r} and "
+             f"{args.other_prompt!r} ({'the same' if same_bucket else 'NOT the same'} bucket). Warm target "
+             f"{TARGET_S:g} s: {'met' if by['warm']['first token s'] <= TARGET_S else 'missed'}. Reply: "
+             f"{records['warm'][0]['reply']!r}. Chart: first-token.png.")
+    write_results("first-token", {"records": records, "same_bucket": same_bucket, "target_s": TARGET_S}, rows,
+                  notes=notes)
+    _chart(rows, results_dir() / "first-token.png")
