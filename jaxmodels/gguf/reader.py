@@ -41,6 +41,18 @@ class _Reader(gguf.GGUFReader):
                                 f"({gguf_version()}) does not know, so it cannot be dequantised")
         super()._build_tensors(start_offs, fields)
 
+    def _get(self, offset: int, dtype, count: int = 1, override_order=None) -> np.ndarray:
+        """GGUFReader._get over a plain ndarray view of the memory map. Every slice of an np.memmap runs its
+        Python-level __array_finalize__, and the library slices several times per string, so a 49k-token
+        vocabulary took 2.7 s to parse instead of 0.7 s (SmolLM2-135M). Same bytes, same byte order."""
+        plain = self.__dict__.get("_plain")
+        if plain is None:
+            plain = self._plain = self.data.view(np.ndarray)
+        dtype = np.dtype(dtype)
+        count = int(count)
+        arr = plain[offset:offset + dtype.itemsize * count].view(dtype)[:count]
+        return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None else override_order))
+
 
 def gguf_version() -> str:
     from importlib.metadata import version
