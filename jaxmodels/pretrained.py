@@ -121,14 +121,16 @@ def gguf_in(path: str | os.PathLike) -> Path | None:
     return found[0] if found else None
 
 
-def _resolve_gguf(path: Path, model_type: str | None) -> tuple[Resolved, Any]:
-    """A .gguf file as a Hugging Face checkpoint (jaxmodels.gguf: the family from its architecture)."""
+def _resolve_gguf(path: Path, model_type: str | None) -> tuple[Resolved, Any, nnx.Module]:
+    """A .gguf file as a Hugging Face checkpoint (jaxmodels.gguf: the family from its architecture), with the
+    abstract model reading it built."""
     from jaxmodels.gguf import open_gguf
 
     source = open_gguf(path)
     if model_type is not None and model_type not in source.family.model_types:
         raise ValueError(f"{path}: a GGUF {source.arch.name} file is a {source.family.name} model, not {model_type!r}")
-    return Resolved(source.family, source.config, False, source.ignored, source.hf_config), source.weights
+    resolved = Resolved(source.family, source.config, False, source.ignored, source.hf_config)
+    return resolved, source.weights, source.abstract
 
 
 def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, dtype=None,
@@ -144,8 +146,9 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
     `weights`: another reader with the SafetensorsCheckpoint interface (e.g. PyTorch .bin files).
     """
     gguf_file = gguf_in(path)
+    abstract = None
     if gguf_file is not None:
-        resolved, weights = _resolve_gguf(gguf_file, model_type)
+        resolved, weights, abstract = _resolve_gguf(gguf_file, model_type)
         path = gguf_file
     else:
         path = model_dir(path)
@@ -155,7 +158,9 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
     cls = _choose(resolved, weights.keys(), path, expected)
     dtype = check_dtype(family, dtype)
     with _scope(family, dtype):
-        abstract = _abstract(family, resolved.config, cls)
+        # A GGUF file's reader has built the abstract model already: one trace of the whole model fewer.
+        if abstract is None or type(abstract) is not cls or family.dtype_scope is not None:
+            abstract = _abstract(family, resolved.config, cls)
         if resolved.native:
             return fill(abstract, weights, None, dtype=dtype)
         return fill(abstract, weights, family.table, tied=family.tied(resolved.config), dtype=dtype)
