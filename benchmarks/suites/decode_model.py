@@ -1,13 +1,13 @@
 """`python -m benchmarks decode --model DIR`: decode and prefill of a real checkpoint against transformers and
 against the memory-bandwidth limit, all measured in one run.
 
-* Bandwidth: a float32 matrix-vector product over a 512 MiB matrix, in torch and in XLA (the operation a batch-1
-  decode step is made of), median of several runs; the faster of the two is the machine's figure.
+* Bandwidth: a float32 matrix-vector product over a 512 MiB matrix, in torch, in XLA and in our decode kernel
+  (the operation a batch-1 decode step is made of), median of several runs; the fastest is the machine's figure.
 * Limit: bandwidth / bytes read per decode step (every weight once: the parameters' bytes, a tied LM head
   counted once), in tokens/s at batch 1.
 * Decode: greedy `generate` of N and of 1 new tokens after the same prompt, ours (`jaxmodels.generate`) and
   transformers' (`generate`, EOS off), alternating; a step's time is (t_N - t_1) / (N - 1), so prefill and the
-  first token are left out. The tokens must be identical.
+  first token are left out. The tokens must be identical (each row up to its first EOS: `_same_until_eos`).
 * Prefill: the full forward of a `--prefill`-token prompt, ours (jitted) and transformers'.
 
 Writes benchmarks/results/decode-model.{json,md} and a chart decode-model.png (tok/s per configuration, the
@@ -28,17 +28,23 @@ _MATRIX = (8192, 16384)  # 512 MiB of float32
 
 
 def bandwidth(runs: int = 7) -> dict[str, float]:
-    """GB/s read by a float32 matrix-vector product in torch and in XLA."""
+    """GB/s read by a float32 matrix-vector product in torch, in XLA and in our decode kernel."""
     import jax
     import jax.numpy as jnp
     import torch
+
+    from jaxmodels_kernels import matvec as kernels
 
     a = np.random.default_rng(0).standard_normal(_MATRIX, dtype=np.float32)
     x = np.ones(_MATRIX[1], np.float32)
     ta, tx = torch.from_numpy(a), torch.from_numpy(x)
     ja, jx = jnp.asarray(a), jnp.asarray(x)
-    matvec = jax.jit(lambda m, v: m @ v)
-    timings = time_alternating({"torch": lambda: ta @ tx, "xla": lambda: matvec(ja, jx)}, warmup=2, runs=runs)
+    fns = {"torch": lambda: ta @ tx, "xla": lambda: xla(ja, jx)}
+    xla = jax.jit(lambda m, v: m @ v)
+    if kernels.available():
+        ours = jax.jit(lambda m, v: kernels.matvec_nk(v[None], m))
+        fns["jaxmodels kernel"] = lambda: ours(ja, jx)
+    timings = time_alternating(fns, warmup=2, runs=runs)
     return {name: a.nbytes / t["median"] / 1e9 for name, t in timings.items()}
 
 
@@ -59,12 +65,37 @@ def _decode(ours, hf, prompt: np.ndarray, new: int, runs: int) -> dict:
     t0 = time.perf_counter()
     mine = np.asarray(jaxmodels.generate(ours, prompt, new))
     compile_s = time.perf_counter() - t0  # the 1-token variant compiles in time_alternating's warm-up
-    same = bool(np.array_equal(mine, theirs(new).numpy()))
+    same = _same_until_eos(mine, hf, prompt, new)
     t = time_alternating({"ours N": lambda: jaxmodels.generate(ours, prompt, new),
                           "ours 1": lambda: jaxmodels.generate(ours, prompt, 1),
                           "theirs N": lambda: theirs(new), "theirs 1": lambda: theirs(1)}, warmup=1, runs=runs)
     step = {who: (t[f"{who} N"]["median"] - t[f"{who} 1"]["median"]) / (new - 1) for who in ("ours", "theirs")}
     return {"step_s": step, "compile_s": compile_s, "same_tokens": same, "timings": t}
+
+
+def _same_until_eos(mine: np.ndarray, hf, prompt: np.ndarray, new: int) -> bool:
+    """Whether our tokens equal transformers' greedy ones, each row compared up to and including its first EOS.
+
+    The timed runs keep EOS off on both sides so that every step is computed: ours ignores it, transformers'
+    `min_new_tokens` masks its logit, which changes the token where a row would end. Here transformers runs with
+    its EOS on, and what follows a row's EOS (its padding) is not compared.
+    """
+    import torch
+
+    eos = hf.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    with torch.no_grad():
+        theirs = hf.generate(torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
+                             max_new_tokens=new, do_sample=False, pad_token_id=0).numpy()
+    for row_mine, row_theirs in zip(mine, theirs):
+        end = len(row_theirs)
+        for i in range(prompt.shape[1], len(row_theirs)):
+            if int(row_theirs[i]) in eos:
+                end = i + 1
+                break
+        if not np.array_equal(row_mine[:end], row_theirs[:end]):
+            return False
+    return True
 
 
 def _prefill(ours, hf, length: int, vocab: int, runs: int) -> dict:
