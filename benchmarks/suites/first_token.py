@@ -1,5 +1,5 @@
-"""`python -m benchmarks first-token --model PATH`: how long a start of the chat CLI takes to its first token,
-with an empty persistent compilation cache (cold) and with the cache the cold start filled (warm).
+"""`python -m benchmarks first-token --model PATH [--model PATH ...]`: how long a start of the chat CLI takes to
+its first token, with an empty persistent compilation cache (cold) and with the cache the cold start filled (warm).
 
 Each repetition starts `python -m jaxmodels_interop.chat PATH PROMPT --stats` as a new process:
 
@@ -9,10 +9,12 @@ Each repetition starts `python -m jaxmodels_interop.chat PATH PROMPT --stats` as
 * off: the cache turned off ("off"), what a start cost before the cache existed.
 
 First token: wall time from just before the process is created to the first byte on its stdout (the pipe is
-read as it arrives; the CLI flushes every piece of text). Also recorded: the whole run, the CLI's own
-prefill time (its --stats line: from the start of generation to the first token) and the cache entries each
-run added. The model file is in the page cache for all runs (the first run reads it); cold means compile-cold.
-Medians over --runs repetitions, the kinds alternating within each repetition.
+read as it arrives; the CLI flushes every piece of text). Also recorded: the CPU time the process had used
+by then (Linux: /proc; on a shared machine it shows how much of the wall time was waiting for a core), the
+whole run, the CLI's own prefill time (its --stats line: from the start of generation to the first token) and
+the cache entries each run added. The model file is in the page cache for all runs (the first run reads it); cold means compile-cold.
+Medians over --runs repetitions, the kinds alternating within each repetition; one row per model and kind
+(a GGUF file and the checkpoint directory `jaxmodels-convert from-gguf` makes of it, say).
 
 Writes benchmarks/results/first-token.{json,md} and first-token.png. Needs a model, so `all` skips it.
 """
@@ -42,8 +44,18 @@ STATS = re.compile(r"\[prompt (\d+) tokens \(padded to (\d+)\), (\d+) new, first
 KINDS = ("cold", "warm", "warm, other prompt", "off")
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (all its threads), None where /proc is absent."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15
+
+
 def chat_once(model: str, prompt: str, cache: str, max_new_tokens: int) -> dict:
-    """One chat CLI process -> {first_token_s, total_s, prefill_s, prompt_tokens, padded, reply}."""
+    """One chat CLI process -> {first_token_s, first_token_cpu_s, total_s, prefill_s, prompt_tokens, padded,
+    reply}."""
     cmd = [sys.executable, "-m", "jaxmodels_interop.chat", model, prompt, "--max-new-tokens", str(max_new_tokens),
            "--stats"]
     env = {**os.environ, ENV_VAR: cache}
@@ -52,6 +64,7 @@ def chat_once(model: str, prompt: str, cache: str, max_new_tokens: int) -> dict:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env, bufsize=0)
         first = proc.stdout.read(1)  # blocks until the CLI prints its first piece of text
         first_s = time.perf_counter() - t0
+        first_cpu_s = _cpu_seconds(proc.pid)
         rest = proc.stdout.read()
         proc.wait()
         total_s = time.perf_counter() - t0
@@ -62,7 +75,7 @@ def chat_once(model: str, prompt: str, cache: str, max_new_tokens: int) -> dict:
     stats = STATS.search(stderr)
     if stats is None:
         raise SystemExit(f"first-token: no --stats line in the chat CLI's stderr:\n{stderr}")
-    return {"first_token_s": first_s, "total_s": total_s, "prefill_s": float(stats[4]),
+    return {"first_token_s": first_s, "first_token_cpu_s": first_cpu_s, "total_s": total_s, "prefill_s": float(stats[4]),
             "prompt_tokens": int(stats[1]), "padded": int(stats[2]), "reply": (first + rest).decode().strip()}
 
 
@@ -93,16 +106,17 @@ def _chart(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4.5))
     x = range(len(rows))
     startup = [r["first token s"] - r["prefill s"] for r in rows]
     ax.bar(x, startup, 0.6, label="start-up (imports, tokenizer, model)")
     ax.bar(x, [r["prefill s"] for r in rows], 0.6, bottom=startup, label="prefill (compile or cache load)")
     ax.axhline(TARGET_S, color="k", linestyle="--", label=f"target {TARGET_S:g} s (warm)")
-    ax.set_xticks(list(x), [r["start"] for r in rows])
+    ax.set_xticks(list(x), [f"{Path(r['model']).name}\n{r['start']}" for r in rows], fontsize=8)
     ax.set_ylabel("seconds to the first token")
     ax.set_title("Chat CLI: process start to first token (median)")
-    ax.legend()
+    ax.set_ylim(0, 1.4 * max(max(r["first token s"] for r in rows), TARGET_S))
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
@@ -112,7 +126,8 @@ def _chart(rows: list[dict], path: Path) -> None:
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks first-token", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="what the chat CLI loads: a GGUF file or a checkpoint directory")
+    p.add_argument("--model", required=True, action="append",
+                   help="what the chat CLI loads: a GGUF file or a checkpoint directory (repeat for several)")
     p.add_argument("--prompt", default=PROMPT)
     p.add_argument("--other-prompt", default=OTHER_PROMPT,
                    help="another token length in the prompt's 64-token bucket (checked)")
@@ -121,23 +136,30 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error(f"--runs must be >= 1, got {args.runs}")
-    records = measure(args.model, {"main": args.prompt, "other": args.other_prompt}, args.runs, args.max_new_tokens)
-    rows = []
-    for kind, recs in records.items():
-        med = {k: statistics.median(r[k] for r in recs) for k in ("first_token_s", "total_s", "prefill_s")}
-        rows.append({"start": kind, "prompt tokens": recs[0]["prompt_tokens"], "padded to": recs[0]["padded"],
-                     "first token s": med["first_token_s"], "prefill s": med["prefill_s"],
-                     "whole run s": med["total_s"], "min first token s": min(r["first_token_s"] for r in recs),
-                     "max first token s": max(r["first_token_s"] for r in recs),
-                     "new cache entries": max(r["new_cache_entries"] for r in recs)})
-    by = {r["start"]: r for r in rows}
-    same_bucket = by["warm"]["padded to"] == by["warm, other prompt"]["padded to"] != by["warm, other prompt"]["prompt tokens"]
-    notes = (f"Model {args.model}; {args.runs} repetitions, medians; greedy, {args.max_new_tokens} new tokens. "
-             f"First token = process start to the first byte on stdout; prefill = the CLI's own --stats figure "
-             f"(generation start to first token); start-up = the difference. Prompts: {args.prompt!r} and "
-             f"{args.other_prompt!r} ({'the same' if same_bucket else 'NOT the same'} bucket). Warm target "
-             f"{TARGET_S:g} s: {'met' if by['warm']['first token s'] <= TARGET_S else 'missed'}. Reply: "
-             f"{records['warm'][0]['reply']!r}. Chart: first-token.png.")
-    write_results("first-token", {"records": records, "same_bucket": same_bucket, "target_s": TARGET_S}, rows,
-                  notes=notes)
+    prompts = {"main": args.prompt, "other": args.other_prompt}
+    records = {model: measure(model, prompts, args.runs, args.max_new_tokens) for model in args.model}
+    rows, verdicts = [], []
+    for model, by_kind in records.items():
+        for kind, recs in by_kind.items():
+            med = {k: statistics.median(r[k] for r in recs) for k in ("first_token_s", "total_s", "prefill_s")}
+            cpu = [r["first_token_cpu_s"] for r in recs if r["first_token_cpu_s"] is not None]
+            rows.append({"model": model, "start": kind, "prompt tokens": recs[0]["prompt_tokens"],
+                         "padded to": recs[0]["padded"], "first token s": med["first_token_s"],
+                         "CPU s by then": statistics.median(cpu) if cpu else "",
+                         "prefill s": med["prefill_s"], "whole run s": med["total_s"],
+                         "min first token s": min(r["first_token_s"] for r in recs),
+                         "max first token s": max(r["first_token_s"] for r in recs),
+                         "new cache entries": max(r["new_cache_entries"] for r in recs)})
+        by = {r["start"]: r for r in rows if r["model"] == model}
+        warm, other = by["warm"], by["warm, other prompt"]
+        same = warm["padded to"] == other["padded to"] and warm["prompt tokens"] != other["prompt tokens"]
+        seconds = warm["first token s"]
+        verdicts.append(f"{model}: warm {seconds:.2f} s, target {'met' if seconds <= TARGET_S else 'missed'}; the "
+                        f"two prompt lengths {'share' if same else 'do NOT share'} a bucket; reply "
+                        f"{by_kind['warm'][0]['reply']!r}")
+    notes = (f"{args.runs} repetitions, medians; greedy, {args.max_new_tokens} new tokens. First token = process "
+             f"start to the first byte on stdout; prefill = the CLI's own --stats figure (generation start to first "
+             f"token); start-up = the difference. Prompts: {args.prompt!r} and {args.other_prompt!r}. Warm target "
+             f"{TARGET_S:g} s. " + "; ".join(verdicts) + ". Chart: first-token.png.")
+    write_results("first-token", {"records": records, "target_s": TARGET_S}, rows, notes=notes)
     _chart(rows, results_dir() / "first-token.png")
