@@ -245,7 +245,9 @@ def turns(first: str | None):
 
 
 def session(args) -> Chat:
+    t0 = time.perf_counter()
     tokenizer, generation = load_tokenizer(args.model, args.tokenizer)
+    t1 = time.perf_counter()
     raw = args.raw or getattr(tokenizer, "chat_template", None) is None
     if args.system and raw:
         why = "--raw was given" if args.raw else f"the tokenizer {tokenizer.name} has no chat template"
@@ -254,6 +256,8 @@ def session(args) -> Chat:
         print(f"note: the tokenizer {tokenizer.name} has no chat template; the prompt is continued as raw text",
               file=sys.stderr)
     model = jaxmodels.from_pretrained(args.model, dtype=args.dtype)
+    if args.stats:  # where a start's time goes, beside the first token's (docs/compilation.md)
+        print(f"[loaded: tokenizer {t1 - t0:.2f} s, model {time.perf_counter() - t1:.2f} s]", file=sys.stderr)
     limit = model.spec.max_seq_len
     if args.max_context is not None and args.max_context > limit:
         raise UsageError(f"--max-context {args.max_context} exceeds the model's limit of {limit} tokens")

@@ -9,12 +9,14 @@ Each repetition starts `python -m jaxmodels_interop.chat PATH PROMPT --stats` as
 * off: the cache turned off ("off"), what a start cost before the cache existed.
 
 First token: wall time from just before the process is created to the first byte on its stdout (the pipe is
-read as it arrives; the CLI flushes every piece of text). Also recorded: the CPU time the process had used
-by then (Linux: /proc; on a shared machine it shows how much of the wall time was waiting for a core), the
-whole run, the CLI's own prefill time (its --stats line: from the start of generation to the first token) and
-the cache entries each run added. The model file is in the page cache for all runs (the first run reads it); cold means compile-cold.
-Medians over --runs repetitions, the kinds alternating within each repetition; one row per model and kind
-(a GGUF file and the checkpoint directory `jaxmodels-convert from-gguf` makes of it, say).
+read as it arrives; the CLI flushes every piece of text). It is split by the CLI's own --stats lines into the
+tokenizer's load, the model's load and the prefill (generation start to first token: compile or cache load,
+then the run); the rest is the interpreter's start and the imports. Also recorded: the CPU time the process
+had used by the first token (Linux: /proc; all threads, so it can exceed the wall time, and on a shared machine
+wall time well above it was spent waiting for a core), the whole run and the cache entries each run added.
+The model file is in the page cache for all runs (the first run reads it): cold means compile-cold. Medians
+over --runs repetitions, the kinds alternating within each repetition; one row per model and kind (a GGUF file
+and the checkpoint directory `jaxmodels-convert from-gguf` makes of it, say).
 
 Writes benchmarks/results/first-token.{json,md} and first-token.png. Needs a model, so `all` skips it.
 """
@@ -41,6 +43,7 @@ TARGET_S = 3.0  # issue 16: a warm start reaches its first token within 3 s
 PROMPT = "What is the capital of France?"
 OTHER_PROMPT = "What is the capital of France, and what river runs through it?"
 STATS = re.compile(r"\[prompt (\d+) tokens \(padded to (\d+)\), (\d+) new, first token after ([\d.]+) s")
+LOADED = re.compile(r"\[loaded: tokenizer ([\d.]+) s, model ([\d.]+) s\]")
 KINDS = ("cold", "warm", "warm, other prompt", "off")
 
 
@@ -54,8 +57,8 @@ def _cpu_seconds(pid: int) -> float | None:
 
 
 def chat_once(model: str, prompt: str, cache: str, max_new_tokens: int) -> dict:
-    """One chat CLI process -> {first_token_s, first_token_cpu_s, total_s, prefill_s, prompt_tokens, padded,
-    reply}."""
+    """One chat CLI process -> {first_token_s, first_token_cpu_s, total_s, tokenizer_s, model_s, prefill_s,
+    prompt_tokens, padded, reply}."""
     cmd = [sys.executable, "-m", "jaxmodels_interop.chat", model, prompt, "--max-new-tokens", str(max_new_tokens),
            "--stats"]
     env = {**os.environ, ENV_VAR: cache}
@@ -72,10 +75,11 @@ def chat_once(model: str, prompt: str, cache: str, max_new_tokens: int) -> dict:
         stderr = err.read().decode(errors="replace")
     if proc.returncode != 0 or not first:
         raise SystemExit(f"first-token: {' '.join(cmd)} exited with status {proc.returncode}:\n{stderr}")
-    stats = STATS.search(stderr)
-    if stats is None:
-        raise SystemExit(f"first-token: no --stats line in the chat CLI's stderr:\n{stderr}")
-    return {"first_token_s": first_s, "first_token_cpu_s": first_cpu_s, "total_s": total_s, "prefill_s": float(stats[4]),
+    stats, loaded = STATS.search(stderr), LOADED.search(stderr)
+    if stats is None or loaded is None:
+        raise SystemExit(f"first-token: no --stats lines in the chat CLI's stderr:\n{stderr}")
+    return {"first_token_s": first_s, "first_token_cpu_s": first_cpu_s, "total_s": total_s,
+            "tokenizer_s": float(loaded[1]), "model_s": float(loaded[2]), "prefill_s": float(stats[4]),
             "prompt_tokens": int(stats[1]), "padded": int(stats[2]), "reply": (first + rest).decode().strip()}
 
 
@@ -100,6 +104,25 @@ def measure(model: str, prompts: dict[str, str], runs: int, max_new_tokens: int)
     return out
 
 
+PARTS = {"imports etc. s": "interpreter start, imports", "tokenizer s": "tokenizer load", "model s": "model load",
+         "prefill s": "prefill (compile or cache load, run)"}
+
+
+def _row(model: str, kind: str, recs: list[dict]) -> dict:
+    """Medians of one model and kind; the parts add up to the first token's median."""
+    def med(key):
+        return statistics.median(r[key] for r in recs)
+
+    first = [r["first_token_s"] for r in recs]
+    cpu = [r["first_token_cpu_s"] for r in recs if r["first_token_cpu_s"] is not None]
+    parts = {"tokenizer s": med("tokenizer_s"), "model s": med("model_s"), "prefill s": med("prefill_s")}
+    return {"model": model, "start": kind, "prompt tokens": recs[0]["prompt_tokens"], "padded to": recs[0]["padded"],
+            "first token s": statistics.median(first), "range s": f"{min(first):.2f}-{max(first):.2f}",
+            "CPU s by then": statistics.median(cpu) if cpu else "",
+            "imports etc. s": statistics.median(first) - sum(parts.values()), **parts,
+            "whole run s": med("total_s"), "new cache entries": max(r["new_cache_entries"] for r in recs)}
+
+
 def _chart(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -108,15 +131,17 @@ def _chart(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4.5))
     x = range(len(rows))
-    startup = [r["first token s"] - r["prefill s"] for r in rows]
-    ax.bar(x, startup, 0.6, label="start-up (imports, tokenizer, model)")
-    ax.bar(x, [r["prefill s"] for r in rows], 0.6, bottom=startup, label="prefill (compile or cache load)")
+    bottom = [0.0] * len(rows)
+    for key, label in PARTS.items():
+        heights = [r[key] for r in rows]
+        ax.bar(x, heights, 0.6, bottom=bottom, label=label)
+        bottom = [b + h for b, h in zip(bottom, heights)]
     ax.axhline(TARGET_S, color="k", linestyle="--", label=f"target {TARGET_S:g} s (warm)")
     ax.set_xticks(list(x), [f"{Path(r['model']).name}\n{r['start']}" for r in rows], fontsize=8)
     ax.set_ylabel("seconds to the first token")
-    ax.set_title("Chat CLI: process start to first token (median)")
-    ax.set_ylim(0, 1.4 * max(max(r["first token s"] for r in rows), TARGET_S))
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Chat CLI: process start to first token (medians)")
+    ax.set_ylim(0, 1.45 * max(max(r["first token s"] for r in rows), TARGET_S))
+    ax.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
@@ -140,16 +165,7 @@ def main(argv: list[str]) -> None:
     records = {model: measure(model, prompts, args.runs, args.max_new_tokens) for model in args.model}
     rows, verdicts = [], []
     for model, by_kind in records.items():
-        for kind, recs in by_kind.items():
-            med = {k: statistics.median(r[k] for r in recs) for k in ("first_token_s", "total_s", "prefill_s")}
-            cpu = [r["first_token_cpu_s"] for r in recs if r["first_token_cpu_s"] is not None]
-            rows.append({"model": model, "start": kind, "prompt tokens": recs[0]["prompt_tokens"],
-                         "padded to": recs[0]["padded"], "first token s": med["first_token_s"],
-                         "CPU s by then": statistics.median(cpu) if cpu else "",
-                         "prefill s": med["prefill_s"], "whole run s": med["total_s"],
-                         "min first token s": min(r["first_token_s"] for r in recs),
-                         "max first token s": max(r["first_token_s"] for r in recs),
-                         "new cache entries": max(r["new_cache_entries"] for r in recs)})
+        rows += [_row(model, kind, recs) for kind, recs in by_kind.items()]
         by = {r["start"]: r for r in rows if r["model"] == model}
         warm, other = by["warm"], by["warm, other prompt"]
         same = warm["padded to"] == other["padded to"] and warm["prompt tokens"] != other["prompt tokens"]
@@ -158,8 +174,8 @@ def main(argv: list[str]) -> None:
                         f"two prompt lengths {'share' if same else 'do NOT share'} a bucket; reply "
                         f"{by_kind['warm'][0]['reply']!r}")
     notes = (f"{args.runs} repetitions, medians; greedy, {args.max_new_tokens} new tokens. First token = process "
-             f"start to the first byte on stdout; prefill = the CLI's own --stats figure (generation start to first "
-             f"token); start-up = the difference. Prompts: {args.prompt!r} and {args.other_prompt!r}. Warm target "
-             f"{TARGET_S:g} s. " + "; ".join(verdicts) + ". Chart: first-token.png.")
+             f"start to the first byte on stdout; tokenizer, model and prefill (generation start to first token) are "
+             f"the CLI's own --stats figures; imports etc. = first token - the three. Prompts: {args.prompt!r} and "
+             f"{args.other_prompt!r}. Warm target {TARGET_S:g} s. " + "; ".join(verdicts) + ". Chart: first-token.png.")
     write_results("first-token", {"records": records, "target_s": TARGET_S}, rows, notes=notes)
     _chart(rows, results_dir() / "first-token.png")
