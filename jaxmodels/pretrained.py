@@ -7,6 +7,10 @@ its record, so a new family needs no change here.
 
 Tensors move as `PlannedTensor`s (key, shape, dtype and a function producing the values), so conversions
 between directories stream one tensor at a time and check every key and shape before a byte is written.
+
+`dtype="int8"` loads an int8 model (jaxmodels.quantize): a float checkpoint quantised with a scale per output
+channel, a GGUF file's Q8_0 blocks as they are; our int8 checkpoints (config.json's "quantization") load as
+saved, bit for bit.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import family as families
-from jaxmodels.checkpoint import CONFIG_NAME, FORMAT_KEY, model_tensors, write_native
+from jaxmodels import quantize
+from jaxmodels.checkpoint import CONFIG_NAME, FORMAT_KEY, QUANTIZATION_KEY, model_tensors, write_native
 from jaxmodels.family import Family, RemoteCode
 from jaxmodels.hf.convert import fill, param_shapes, plan_import
 from jaxmodels.hf.source import SafetensorsCheckpoint
@@ -57,14 +62,16 @@ def model_dir(path: str | os.PathLike) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class Resolved:
-    """What a checkpoint directory's config.json says: the family, our config, which format, and the Hugging
-    Face attributes accepted but not read (see jaxmodels.hf.config_policy)."""
+    """What a checkpoint directory's config.json says: the family, our config, which format, the Hugging
+    Face attributes accepted but not read (see jaxmodels.hf.config_policy), and our quantisation record
+    (jaxmodels.quantize.record) or None."""
 
     family: Family
     config: Any
     native: bool
     ignored: dict[str, Any]
     hf_config: dict | None
+    quantization: dict | None = None
 
 
 def resolve(path: str | os.PathLike, model_type: str | None = None) -> Resolved:
@@ -75,7 +82,10 @@ def resolve(path: str | os.PathLike, model_type: str | None = None) -> Resolved:
     found = model_type or cfg.get("model_type")
     family = families.get(found, source=source) if found else families.detect(cfg, source)
     if FORMAT_KEY in cfg:
-        return Resolved(family, family.config_class.from_dict(cfg, source=source), True, {}, None)
+        quantization = cfg.pop(QUANTIZATION_KEY, None)
+        if quantization is not None:
+            quantize.read_record(quantization, source)
+        return Resolved(family, family.config_class.from_dict(cfg, source=source), True, {}, None, quantization)
     config, ignored = family.from_hf(cfg, source)
     return Resolved(family, config, False, ignored, cfg)
 
@@ -121,16 +131,15 @@ def gguf_in(path: str | os.PathLike) -> Path | None:
     return found[0] if found else None
 
 
-def _resolve_gguf(path: Path, model_type: str | None) -> tuple[Resolved, Any, nnx.Module]:
+def _resolve_gguf(path: Path, model_type: str | None):
     """A .gguf file as a Hugging Face checkpoint (jaxmodels.gguf: the family from its architecture), with the
-    abstract model reading it built."""
+    abstract model reading it built: (Resolved, the jaxmodels.gguf.GGUFSource)."""
     from jaxmodels.gguf import open_gguf
 
     source = open_gguf(path)
     if model_type is not None and model_type not in source.family.model_types:
         raise ValueError(f"{path}: a GGUF {source.arch.name} file is a {source.family.name} model, not {model_type!r}")
-    resolved = Resolved(source.family, source.config, False, source.ignored, source.hf_config)
-    return resolved, source.weights, source.abstract
+    return Resolved(source.family, source.config, False, source.ignored, source.hf_config), source
 
 
 def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, dtype=None,
@@ -143,27 +152,44 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
     comes from `model_type` (argument, else config.json, else the GGUF architecture); the class from the family
     (V.V.A.L.T: from the stored heads); `expected` insists on a class. Every tensor is checked against the
     model's shapes and every problem reported at once.
+    `dtype`: the parameters' dtype (default: as stored), or "int8" for int8 Linear and Embed weights
+    (jaxmodels.quantize): a float checkpoint quantised per output channel, a GGUF file's Q8_0 tensors kept as
+    they are (F32 / F16 / BF16 ones quantised as Q8_0). Our int8 checkpoints load as int8 (dtype None or "int8").
     `weights`: another reader with the SafetensorsCheckpoint interface (e.g. PyTorch .bin files).
     """
+    int8 = quantize.is_int8_dtype(dtype)
     gguf_file = gguf_in(path)
-    abstract = None
+    abstract = source = None
     if gguf_file is not None:
-        resolved, weights, abstract = _resolve_gguf(gguf_file, model_type)
-        path = gguf_file
+        resolved, source = _resolve_gguf(gguf_file, model_type)
+        weights, abstract, path = source.weights, source.abstract, gguf_file
     else:
         path = model_dir(path)
         resolved = resolve(path, model_type)
         weights = SafetensorsCheckpoint(path) if weights is None else weights
     family = resolved.family
     cls = _choose(resolved, weights.keys(), path, expected)
-    dtype = check_dtype(family, dtype)
+    if resolved.quantization is not None:
+        if dtype is not None and not int8:
+            raise ValueError(f"{path}: holds int8 weights ({QUANTIZATION_KEY} in config.json); they load as int8 "
+                             f"(dtype None or 'int8'), not as {jnp.dtype(dtype).name}")
+        abstract = quantize.abstract_int8(_abstract(family, resolved.config, cls),
+                                          resolved.quantization["block_size"])
+        return quantize.fill_exact(abstract, weights, path)
+    if int8 and source is not None:
+        from jaxmodels.gguf.convert import load_int8
+
+        return load_int8(source)
+    dtype = np.dtype(np.float32) if int8 else check_dtype(family, dtype)
     with _scope(family, dtype):
         # A GGUF file's reader has built the abstract model already: one trace of the whole model fewer.
         if abstract is None or type(abstract) is not cls or family.dtype_scope is not None:
             abstract = _abstract(family, resolved.config, cls)
         if resolved.native:
-            return fill(abstract, weights, None, dtype=dtype)
-        return fill(abstract, weights, family.table, tied=family.tied(resolved.config), dtype=dtype)
+            model = fill(abstract, weights, None, dtype=dtype)
+        else:
+            model = fill(abstract, weights, family.table, tied=family.tied(resolved.config), dtype=dtype)
+    return quantize.quantize_int8(model) if int8 else model
 
 
 def _shard_bytes(max_shard_size) -> int | None:
@@ -183,7 +209,7 @@ def save_pretrained(model, path: str | os.PathLike, *, overwrite: bool = True, m
     """Our format: config.json + model.safetensors (or shards + index), written atomically."""
     families.family_of(model.config)  # only registered families can be read back
     return write_native(model.config, model_tensors(model), path, overwrite=overwrite,
-                        max_shard_bytes=_shard_bytes(max_shard_size))
+                        max_shard_bytes=_shard_bytes(max_shard_size), quantization=quantize.record(model))
 
 
 def convert_from_hf(src: str | os.PathLike, dst: str | os.PathLike, *, model_type: str | None = None, dtype=None,
@@ -264,6 +290,9 @@ def export_hf(model, path: str | os.PathLike, *, dtype=None, max_shard_size=None
     `trust_remote_code=True` for families that ship their modeling code). Atomic; an existing path needs
     overwrite=True. dtype: cast the weights (default: keep); max_shard_size: e.g. "2GB" or bytes."""
     family = families.family_of(model.config)
+    if quantize.record(model) is not None:
+        raise ValueError("an int8 model has no Hugging Face export (transformers' checkpoints hold float weights); "
+                         "export the float model it was quantised from")
     write_hf(family, model.config, type(model), model_tensors(model), path, dtype=dtype,
              max_shard_size=max_shard_size, layout=layout, overwrite=overwrite)
     return Path(path)
@@ -277,6 +306,9 @@ def convert_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=None,
     if not resolved.native:
         raise ValueError(f"{src} is not a jaxmodels checkpoint (its config.json has no {FORMAT_KEY}); "
                          f"`from-hf` converts Hugging Face checkpoints")
+    if resolved.quantization is not None:
+        raise ValueError(f"{src} holds int8 weights ({QUANTIZATION_KEY} in config.json), which have no Hugging Face "
+                         f"export; convert the float checkpoint it was quantised from")
     family, config = resolved.family, resolved.config
     ckpt = SafetensorsCheckpoint(src)
     cls = _choose(resolved, ckpt.keys(), src, None)

@@ -1,5 +1,6 @@
 // Skinny matrix products for decoding on the CPU: y [M, N] float32 = x [M, K] float32 times a weight matrix in
-// float32, bfloat16 or int8 with a float32 scale per output channel, for small M (a decode step's batch).
+// float32, bfloat16, or int8 with either a float32 scale per output channel or a float16 scale per block of 32
+// weights along K (llama.cpp's Q8_0), for small M (a decode step's batch).
 //
 // Why: XLA:CPU runs a bfloat16 matrix-vector product at 1-2 GB/s (a scalar conversion loop) and a float32 one
 // with 8 rows at about half the memory bandwidth; a decode step is nothing but such products. These kernels
@@ -9,12 +10,16 @@
 //   "kn": w [K, N] (a Linear kernel, flattened): y[m, n] = sum_k x[m, k] w[k, n]. The K rows are split into
 //         contiguous parts (one per thread, each read front to back); every part accumulates blocks of
 //         kBlockRows rows into a scratch block before adding it to its partial sum, so an output is a sum of
-//         short sums (rounding error like a blocked dot, not a sequential sum over K). Partials are added at
-//         the end, and an int8 weight's column scale applied then.
+//         short sums (rounding error like a blocked dot, not a sequential sum over K). Parts start at multiples
+//         of kBlockRows. Partials are added at the end, and an int8 weight's column scale applied then; block
+//         scales [K/32, N] multiply each block's register sum before it joins the partial sum.
 //   "nk": w [N, K] (a tied LM head: the embedding): y[m, n] = dot(x[m, :], w[n, :]), 16 lanes per dot; the
-//         N rows are split among the threads. An int8 weight's row scale multiplies each dot.
+//         N rows are split among the threads. An int8 weight's row scale multiplies each dot; block scales
+//         [N, K/32] multiply the weights of each 32-element tile (one block) as they are loaded.
 // Weight types: float, uint16_t holding bfloat16 bits (widened by a 16-bit shift, which is exact), int8_t.
-// Written with GCC vector extensions: compiled with -march=native they become AVX-512 (or AVX2) code.
+// Written with GCC vector extensions: compiled with -march=native they become AVX-512 (or AVX2) code. The two
+// widenings GCC would scalarise (int8 -> float, float16 -> float: 16 scalar conversions per vector) use the
+// AVX-512 / AVX2 / F16C instructions where the machine has them.
 
 #include <algorithm>
 #include <atomic>
@@ -25,6 +30,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -34,6 +43,8 @@ namespace {
 constexpr int64_t kLanes = 16;
 constexpr int64_t kTile = 2 * kLanes;  // elements of w per row and load: two vectors
 constexpr int64_t kBlockRows = 32;     // "kn": rows of w summed in registers before the partial sum
+constexpr int64_t kScaleBlock = 32;    // weights per float16 block scale (Q8_0): one kn block, one nk tile
+static_assert(kScaleBlock == kBlockRows && kScaleBlock == kTile, "a block scale covers one block / one tile");
 constexpr int64_t kAhead = 32;         // "kn": rows ahead whose tile is prefetched (the next block's)
 constexpr int64_t kMaxRows = 8;        // rows of x per register tile
 constexpr int64_t kMinRowsPerPart = 128;
@@ -64,9 +75,57 @@ inline void load_tile(const uint16_t* p, vf& a, vf& b) {
   a = as_float(u << 16);
   b = as_float(u & 0xFFFF0000u);
 }
+// 16 int8 at p as floats (exact).
+inline vf widen(const int8_t* p) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__AVX2__)
+  vf out;
+  __m256 lo = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  __m256 hi = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8))));
+  std::memcpy(&out, &lo, sizeof lo);
+  std::memcpy(reinterpret_cast<char*>(&out) + sizeof lo, &hi, sizeof hi);
+  return out;
+#else
+  return __builtin_convertvector(*reinterpret_cast<const vs8_u*>(p), vf);
+#endif
+}
 inline void load_tile(const int8_t* p, vf& a, vf& b) {
-  a = __builtin_convertvector(*reinterpret_cast<const vs8_u*>(p), vf);
-  b = __builtin_convertvector(*reinterpret_cast<const vs8_u*>(p + kLanes), vf);
+  a = widen(p);
+  b = widen(p + kLanes);
+}
+
+// IEEE binary16 bits -> float (exact), for the block scales.
+inline float half(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1Fu, frac = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0x1Fu) {
+    bits = sign | 0x7F800000u | (frac << 13);  // inf, nan
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (frac << 13);
+  } else {  // zero or subnormal: frac * 2^-24, exact in float
+    float f = float(frac) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &f, sizeof f);
+    bits |= sign;
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
+}
+
+// 16 binary16 values at p as floats (exact).
+inline vf widen_half(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#else
+  vf out;
+  for (int64_t i = 0; i < kLanes; ++i) out[i] = half(p[i]);
+  return out;
+#endif
 }
 
 template <typename W>
@@ -144,10 +203,11 @@ int64_t part_count(ffi::ThreadPool& pool, int64_t rows) {
   return std::clamp<int64_t>(rows / kMinRowsPerPart, 1, threads);
 }
 
-// acc[m, j:j+kTile] += x[m, k0:k1] w[k0:k1, j:j+kTile] for R rows m of x, the sum held in registers.
+// acc[m, j:j+kTile] += x[m, k0:k1] w[k0:k1, j:j+kTile] for R rows m of x, the sum held in registers and
+// multiplied by bs[j:j+kTile] (the block's float16 scales) when bs is given.
 template <typename W, int R>
-inline void kn_tile(const float* x, const W* w, float* acc, int64_t k_dim, int64_t n, int64_t k0, int64_t k1,
-                    int64_t j) {
+inline void kn_tile(const float* x, const W* w, const uint16_t* bs, float* acc, int64_t k_dim, int64_t n,
+                    int64_t k0, int64_t k1, int64_t j) {
   vf lo[R] = {}, hi[R] = {};
   for (int64_t k = k0; k < k1; ++k) {
     vf a, b;
@@ -163,52 +223,82 @@ inline void kn_tile(const float* x, const W* w, float* acc, int64_t k_dim, int64
       hi[m] += b * xv;
     }
   }
+  vf s_lo = {}, s_hi = {};
+  if (bs) {
+    s_lo = widen_half(bs + j);
+    s_hi = widen_half(bs + j + kLanes);
+  }
   for (int m = 0; m < R; ++m) {
     vf first, second;
     natural<W>(lo[m], hi[m], first, second);
+    if (bs) {
+      first *= s_lo;
+      second *= s_hi;
+    }
     float* out = acc + m * n + j;
     store(out, load(out) + first);
     store(out + kLanes, load(out + kLanes) + second);
   }
 }
 
+// block_scale: the float16 scales [K/32, N] of an int8 weight in Q8_0 blocks, else nullptr. k0 is a multiple
+// of kBlockRows, so every block kb here is one scale row.
 template <typename W, int R>
-void kn_rows(const float* x, const W* w, float* acc, int64_t k_dim, int64_t n, int64_t k0, int64_t k1) {
+void kn_rows(const float* x, const W* w, const uint16_t* block_scale, float* acc, int64_t k_dim, int64_t n,
+             int64_t k0, int64_t k1) {
   const int64_t nt = n / kTile * kTile;
   for (int64_t kb = k0; kb < k1; kb += kBlockRows) {
     const int64_t kend = std::min(kb + kBlockRows, k1);
-    for (int64_t j = 0; j < nt; j += kTile) kn_tile<W, R>(x, w, acc, k_dim, n, kb, kend, j);
+    const uint16_t* bs = block_scale ? block_scale + kb / kBlockRows * n : nullptr;
+    for (int64_t j = 0; j < nt; j += kTile) kn_tile<W, R>(x, w, bs, acc, k_dim, n, kb, kend, j);
     for (int64_t j = nt; j < n; ++j)
       for (int m = 0; m < R; ++m) {
         float s = 0.0f;
         for (int64_t k = kb; k < kend; ++k) s += scalar(w[k * n + j]) * x[m * k_dim + k];
-        acc[m * n + j] += s;
+        acc[m * n + j] += bs ? s * half(bs[j]) : s;
       }
   }
 }
 
 // acc [M, N] += x[:, k0:k1] w[k0:k1, :], kMaxRows rows of x at a time.
 template <typename W>
-void kn_part(const float* x, const W* w, float* acc, int64_t m_rows, int64_t k_dim, int64_t n, int64_t k0,
-             int64_t k1) {
+void kn_part(const float* x, const W* w, const uint16_t* bs, float* acc, int64_t m_rows, int64_t k_dim, int64_t n,
+             int64_t k0, int64_t k1) {
   for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxRows) {
     const float* xs = x + m0 * k_dim;
     float* as = acc + m0 * n;
     switch (std::min(kMaxRows, m_rows - m0)) {
-      case 1: kn_rows<W, 1>(xs, w, as, k_dim, n, k0, k1); break;
-      case 2: kn_rows<W, 2>(xs, w, as, k_dim, n, k0, k1); break;
-      case 3: kn_rows<W, 3>(xs, w, as, k_dim, n, k0, k1); break;
-      case 4: kn_rows<W, 4>(xs, w, as, k_dim, n, k0, k1); break;
-      case 5: kn_rows<W, 5>(xs, w, as, k_dim, n, k0, k1); break;
-      case 6: kn_rows<W, 6>(xs, w, as, k_dim, n, k0, k1); break;
-      case 7: kn_rows<W, 7>(xs, w, as, k_dim, n, k0, k1); break;
-      default: kn_rows<W, 8>(xs, w, as, k_dim, n, k0, k1); break;
+      case 1: kn_rows<W, 1>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      case 2: kn_rows<W, 2>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      case 3: kn_rows<W, 3>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      case 4: kn_rows<W, 4>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      case 5: kn_rows<W, 5>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      case 6: kn_rows<W, 6>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      case 7: kn_rows<W, 7>(xs, w, bs, as, k_dim, n, k0, k1); break;
+      default: kn_rows<W, 8>(xs, w, bs, as, k_dim, n, k0, k1); break;
     }
   }
 }
 
+// The scales of an int8 weight: one float32 per output channel (scale [N]), or one float16 per block of 32
+// weights along K (block_scale: [K/32, N] for "kn", [N, K/32] for "nk"); neither for other weights.
+struct Scales {
+  const float* channel = nullptr;
+  const uint16_t* block = nullptr;
+};
+
+// An error message when the block scales' dimensions do not fit w, else nullptr.
+const char* check_blocks(ffi::AnyBuffer::Dimensions sd, int64_t k_dim, int64_t n, bool kn_layout) {
+  if (k_dim % kScaleBlock) return "matvec: int8 weights in blocks of 32 need K a multiple of 32";
+  const int64_t blocks = k_dim / kScaleBlock;
+  const bool fits = sd.size() == 2 && (kn_layout ? sd[0] == blocks && sd[1] == n : sd[0] == n && sd[1] == blocks);
+  if (!fits)
+    return kn_layout ? "matvec kn: expected block scales [K/32, N]" : "matvec nk: expected block scales [N, K/32]";
+  return nullptr;
+}
+
 template <typename W>
-ffi::Error kn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, const float* scale,
+ffi::Error kn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, Scales scale,
               ffi::ResultBuffer<ffi::F32> y) {
   auto xd = x.dimensions(), wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 2 || xd[1] != wd[0])
@@ -217,17 +307,18 @@ ffi::Error kn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, c
   const float* xp = x.typed_data();
   const W* wp = static_cast<const W*>(w.untyped_data());
   const int64_t parts = part_count(pool, k_dim);
-  const int64_t per = (k_dim + parts - 1) / parts;
+  // Parts start at multiples of kBlockRows, so that a part's blocks are the weight's blocks of 32 rows.
+  const int64_t per = ((k_dim + parts - 1) / parts + kBlockRows - 1) / kBlockRows * kBlockRows;
   std::vector<float> partials(parts * m_rows * n, 0.0f);
   run_parts(pool, parts, [&](int64_t p) {
     const int64_t k0 = std::min(p * per, k_dim), k1 = p == parts - 1 ? k_dim : std::min(k0 + per, k_dim);
-    kn_part(xp, wp, partials.data() + p * m_rows * n, m_rows, k_dim, n, k0, k1);
+    kn_part(xp, wp, scale.block, partials.data() + p * m_rows * n, m_rows, k_dim, n, k0, k1);
   });
   float* out = y->typed_data();
   for (int64_t i = 0; i < m_rows * n; ++i) {
     float s = partials[i];
     for (int64_t p = 1; p < parts; ++p) s += partials[p * m_rows * n + i];
-    out[i] = scale ? s * scale[i % n] : s;
+    out[i] = scale.channel ? s * scale.channel[i % n] : s;
   }
   return ffi::Error::Success();
 }
@@ -235,15 +326,21 @@ ffi::Error kn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, c
 // out[m, r] = x[m, :] . w[r, :] for R rows m of x and the rows r in [n0, n1) of w [N, K]. xt is x with each
 // tile's elements in the weight type's tile order.
 template <typename W, int R>
-void nk_rows(const float* x, const float* xt, const W* w, const float* scale, float* out, int64_t k_dim, int64_t n,
+void nk_rows(const float* x, const float* xt, const W* w, Scales scale, float* out, int64_t k_dim, int64_t n,
              int64_t n0, int64_t n1) {
   const int64_t kt = k_dim / kTile * kTile;
   for (int64_t r = n0; r < n1; ++r) {
     const W* wr = w + r * k_dim;
+    const uint16_t* bs = scale.block ? scale.block + r * (k_dim / kScaleBlock) : nullptr;
     vf lo[R] = {}, hi[R] = {};
     for (int64_t k = 0; k < kt; k += kTile) {
       vf a, b;
       load_tile(wr + k, a, b);
+      if (bs) {  // a tile is one block: its weights times the block's scale
+        const float s = half(bs[k / kScaleBlock]);
+        a *= s;
+        b *= s;
+      }
       for (int m = 0; m < R; ++m) {
         lo[m] += a * load(xt + m * k_dim + k);
         hi[m] += b * load(xt + m * k_dim + k + kLanes);
@@ -252,13 +349,13 @@ void nk_rows(const float* x, const float* xt, const W* w, const float* scale, fl
     for (int m = 0; m < R; ++m) {
       float s = hsum(lo[m] + hi[m]);
       for (int64_t k = kt; k < k_dim; ++k) s += scalar(wr[k]) * x[m * k_dim + k];
-      out[m * n + r] = scale ? s * scale[r] : s;
+      out[m * n + r] = scale.channel ? s * scale.channel[r] : s;
     }
   }
 }
 
 template <typename W>
-void nk_part(const float* x, const float* xt, const W* w, const float* scale, float* out, int64_t m_rows,
+void nk_part(const float* x, const float* xt, const W* w, Scales scale, float* out, int64_t m_rows,
              int64_t k_dim, int64_t n, int64_t n0, int64_t n1) {
   for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxRows) {
     const float *xs = x + m0 * k_dim, *xts = xt + m0 * k_dim;
@@ -277,7 +374,7 @@ void nk_part(const float* x, const float* xt, const W* w, const float* scale, fl
 }
 
 template <typename W>
-ffi::Error nk(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, const float* scale,
+ffi::Error nk(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, Scales scale,
               ffi::ResultBuffer<ffi::F32> y) {
   auto xd = x.dimensions(), wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 2 || xd[1] != wd[1])
@@ -300,17 +397,33 @@ ffi::Error nk(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, c
   return ffi::Error::Success();
 }
 
-template <ffi::Error (*Impl)(ffi::ThreadPool, ffi::Buffer<ffi::F32>, ffi::AnyBuffer, const float*,
-                             ffi::ResultBuffer<ffi::F32>)>
+using Impl = ffi::Error (*)(ffi::ThreadPool, ffi::Buffer<ffi::F32>, ffi::AnyBuffer, Scales,
+                             ffi::ResultBuffer<ffi::F32>);
+
+template <Impl F>
 ffi::Error unscaled(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::ResultBuffer<ffi::F32> y) {
-  return Impl(pool, x, w, nullptr, y);
+  return F(pool, x, w, Scales{}, y);
 }
 
-template <ffi::Error (*Impl)(ffi::ThreadPool, ffi::Buffer<ffi::F32>, ffi::AnyBuffer, const float*,
-                             ffi::ResultBuffer<ffi::F32>)>
+template <Impl F, bool KnLayout>
 ffi::Error scaled(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer<ffi::F32> scale,
                   ffi::ResultBuffer<ffi::F32> y) {
-  return Impl(pool, x, w, scale.typed_data(), y);
+  auto wd = w.dimensions(), sd = scale.dimensions();
+  if (wd.size() == 2 && (sd.size() != 1 || sd[0] != (KnLayout ? wd[1] : wd[0])))
+    return ffi::Error::InvalidArgument("matvec: expected a scale [N], one per output channel");
+  return F(pool, x, w, Scales{scale.typed_data(), nullptr}, y);
+}
+
+template <Impl F, bool KnLayout>
+ffi::Error blocked(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, ffi::Buffer<ffi::F16> scale,
+                   ffi::ResultBuffer<ffi::F32> y) {
+  auto wd = w.dimensions();
+  if (wd.size() == 2) {  // x is checked against w by F
+    const int64_t k_dim = KnLayout ? wd[0] : wd[1], n = KnLayout ? wd[1] : wd[0];
+    if (const char* problem = check_blocks(scale.dimensions(), k_dim, n, KnLayout))
+      return ffi::Error::InvalidArgument(problem);
+  }
+  return F(pool, x, w, Scales{nullptr, reinterpret_cast<const uint16_t*>(scale.untyped_data())}, y);
 }
 
 }  // namespace
@@ -322,18 +435,28 @@ ffi::Error scaled(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer 
                                     .Arg<ffi::Buffer<ffi::F32>>()                                   \
                                     .Arg<ffi::AnyBuffer>()                                          \
                                     .Ret<ffi::Buffer<ffi::F32>>());
-#define JM_SCALED(name, impl)                                                                       \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, scaled<impl>,                                                 \
+#define JM_SCALED(name, impl, kn_layout)                                                            \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, (scaled<impl, kn_layout>),                                    \
                                 ffi::Ffi::Bind()                                                    \
                                     .Ctx<ffi::ThreadPool>()                                         \
                                     .Arg<ffi::Buffer<ffi::F32>>()                                   \
                                     .Arg<ffi::AnyBuffer>()                                          \
                                     .Arg<ffi::Buffer<ffi::F32>>()                                   \
                                     .Ret<ffi::Buffer<ffi::F32>>());
+#define JM_BLOCKED(name, impl, kn_layout)                                                           \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, (blocked<impl, kn_layout>),                                   \
+                                ffi::Ffi::Bind()                                                    \
+                                    .Ctx<ffi::ThreadPool>()                                         \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                                   \
+                                    .Arg<ffi::AnyBuffer>()                                          \
+                                    .Arg<ffi::Buffer<ffi::F16>>()                                   \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
 
 JM_UNSCALED(jm_matvec_kn_f32, kn<float>)
 JM_UNSCALED(jm_matvec_kn_bf16, kn<uint16_t>)
-JM_SCALED(jm_matvec_kn_s8, kn<int8_t>)
+JM_SCALED(jm_matvec_kn_s8, kn<int8_t>, true)
+JM_BLOCKED(jm_matvec_kn_s8_b32, kn<int8_t>, true)
 JM_UNSCALED(jm_matvec_nk_f32, nk<float>)
 JM_UNSCALED(jm_matvec_nk_bf16, nk<uint16_t>)
-JM_SCALED(jm_matvec_nk_s8, nk<int8_t>)
+JM_SCALED(jm_matvec_nk_s8, nk<int8_t>, false)
+JM_BLOCKED(jm_matvec_nk_s8_b32, nk<int8_t>, false)

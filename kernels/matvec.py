@@ -1,8 +1,10 @@
 """Skinny matrix products for CPU decoding (matvec.cc) as XLA custom calls: `matvec_kn`, `matvec_nk`.
 
-y [M, N] float32 = x [M, K] times a weight in float32, bfloat16 or int8 (with a float32 scale per output
-channel): `matvec_kn` for w [K, N] (a Linear kernel), `matvec_nk` for w [N, K] (a tied LM head). Why they exist
-and what they measured: docs/layers.md ("Decode kernels"). `reference_matvec` is the plain formulation.
+y [M, N] float32 = x [M, K] times a weight in float32, bfloat16 or int8: `matvec_kn` for w [K, N] (a Linear
+kernel), `matvec_nk` for w [N, K] (a tied LM head). An int8 weight comes with its scales, either one float32
+per output channel (scale [N]) or one float16 per block of 32 weights along K, llama.cpp's Q8_0 (scale [K/32, N]
+for "kn", [N, K/32] for "nk"); the products are dequantised in registers. Why they exist and what they
+measured: docs/layers.md ("Decode kernels"), docs/quantization.md. `reference_matvec` is the plain formulation.
 
 The C++ source is compiled on first use with the machine's C++ compiler (-O3 -march=native) into
 `$XDG_CACHE_HOME/jaxmodels/kernels` (or ~/.cache/...), one library per source, compiler and jaxlib version,
@@ -31,7 +33,8 @@ import numpy as np
 SOURCE = Path(__file__).with_name("matvec.cc")
 ENV_VAR = "JAXMODELS_DECODE_KERNELS"
 WEIGHT_DTYPES = {"float32": "f32", "bfloat16": "bf16", "int8": "s8"}
-_TARGETS = [f"jm_matvec_{layout}_{t}" for layout in ("kn", "nk") for t in WEIGHT_DTYPES.values()]
+BLOCK = 32  # weights per float16 block scale (Q8_0)
+_TARGETS = [f"jm_matvec_{layout}_{t}" for layout in ("kn", "nk") for t in (*WEIGHT_DTYPES.values(), "s8_b32")]
 
 
 def _cache_dir() -> Path:
@@ -95,35 +98,63 @@ def available() -> bool:
     return _load()
 
 
-def _call(layout: str, x: jax.Array, w: jax.Array, scale: jax.Array | None) -> jax.Array:
+def _target(layout: str, w: jax.Array, scale: jax.Array | None) -> str:
+    """The kernel for this weight and scale, or an error naming what does not fit."""
     name = WEIGHT_DTYPES.get(jnp.dtype(w.dtype).name)
     if name is None:
         raise TypeError(f"matvec_{layout}: weights of dtype {w.dtype} are not supported; expected one of "
                         f"{', '.join(WEIGHT_DTYPES)}")
     if (name == "s8") != (scale is not None):
         raise ValueError(f"matvec_{layout}: int8 weights need a scale and other weights take none")
+    if scale is None or scale.ndim == 1:
+        n = w.shape[1] if layout == "kn" else w.shape[0]
+        if scale is not None and scale.shape != (n,):
+            raise ValueError(f"matvec_{layout}: a scale per output channel has shape ({n},), got {scale.shape}")
+        return name
+    k, n = w.shape if layout == "kn" else w.shape[::-1]
+    blocks = (k // BLOCK, n) if layout == "kn" else (n, k // BLOCK)
+    if k % BLOCK or scale.shape != blocks:
+        raise ValueError(f"matvec_{layout}: block scales of w {w.shape} have shape "
+                         f"{'[K/32, N]' if layout == 'kn' else '[N, K/32]'} with K a multiple of {BLOCK}, "
+                         f"got {scale.shape}")
+    if scale.dtype != jnp.float16:
+        raise TypeError(f"matvec_{layout}: block scales are float16 (Q8_0's), got {scale.dtype}")
+    return "s8_b32"
+
+
+def _call(layout: str, x: jax.Array, w: jax.Array, scale: jax.Array | None) -> jax.Array:
     if x.ndim != 2 or w.ndim != 2:
         raise ValueError(f"matvec_{layout}: expected x [M, K] and a 2-D w, got {x.shape} and {w.shape}")
+    name = _target(layout, w, scale)
     if not _load():
         raise RuntimeError("the decode kernels are not built on this machine (see the warning); check available()")
     n = w.shape[1] if layout == "kn" else w.shape[0]
-    args = (x.astype(jnp.float32), w) if scale is None else (x.astype(jnp.float32), w, scale.astype(jnp.float32))
+    if scale is None:
+        args = (x.astype(jnp.float32), w)
+    else:
+        args = (x.astype(jnp.float32), w, scale if name == "s8_b32" else scale.astype(jnp.float32))
     out = jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32)
     return jax.ffi.ffi_call(f"jm_matvec_{layout}_{name}", out, vmap_method="sequential")(*args)
 
 
 def matvec_kn(x: jax.Array, w: jax.Array, scale: jax.Array | None = None) -> jax.Array:
-    """x [M, K] @ w [K, N] (times scale [N] for int8 w) -> [M, N] float32."""
+    """x [M, K] @ w [K, N] -> [M, N] float32; int8 w times scale [N] or block scales [K/32, N] (float16)."""
     return _call("kn", x, w, scale)
 
 
 def matvec_nk(x: jax.Array, w: jax.Array, scale: jax.Array | None = None) -> jax.Array:
-    """x [M, K] @ w[N, K].T (times scale [N] for int8 w) -> [M, N] float32."""
+    """x [M, K] @ w[N, K].T -> [M, N] float32; int8 w times scale [N] or block scales [N, K/32] (float16)."""
     return _call("nk", x, w, scale)
 
 
 def reference_matvec(x: np.ndarray, w: np.ndarray, scale: np.ndarray | None = None, *, layout: str) -> np.ndarray:
-    """The same product in float64 NumPy (w in the given layout), for tests."""
+    """The same product in float64 NumPy (w in the given layout, block scales expanded over their 32 weights),
+    for tests."""
     w64 = np.asarray(jnp.asarray(w).astype(jnp.float32), np.float64)
-    y = np.asarray(x, np.float64) @ (w64 if layout == "kn" else w64.T)
+    w64 = w64 if layout == "kn" else w64.T  # [K, N]
+    if scale is not None and np.ndim(scale) == 2:
+        blocks = np.asarray(scale, np.float64)
+        w64 = w64 * np.repeat(blocks if layout == "kn" else blocks.T, BLOCK, axis=0)
+        scale = None
+    y = np.asarray(x, np.float64) @ w64
     return y if scale is None else y * np.asarray(scale, np.float64)

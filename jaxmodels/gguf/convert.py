@@ -18,10 +18,12 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import family as families
+from jaxmodels import quantize
 from jaxmodels.gguf.archs import Arch, arch_of, hf_config
 from jaxmodels.gguf.reader import GGUFError, GGUFFile
 from jaxmodels.hf.convert import param_shapes, plan_import
 from jaxmodels.hf.writer import PlannedTensor
+from jaxmodels.layers import int8
 
 _SUFFIXES = (".weight", ".bias")
 
@@ -67,6 +69,13 @@ class GGUFWeights:
         name, transform = self._source[key]
         values = self.file.dequantize(name)
         return values if transform is None else transform.from_gguf(values)
+
+    def get_q8_0(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(int8 [N, K], float16 scales [N, K/32]) in transformers' layout (`GGUFFile.q8_0`); llama.cpp's row
+        permutation is undone on both, the scales moving with their rows."""
+        name, transform = self._source[key]
+        values, scales = self.file.q8_0(name)
+        return (values, scales) if transform is None else (transform.from_gguf(values), transform.from_gguf(scales))
 
     def total_bytes(self) -> int:
         return self.file.path.stat().st_size
@@ -117,6 +126,59 @@ def _check_outside(src: Path, dst: Path) -> None:
     for candidate in {Path(os.path.abspath(src)), src.resolve()}:
         if candidate == dst or dst in candidate.parents:
             raise ValueError(f"{dst} holds the source {src}; choose an output directory outside it")
+
+
+class Int8Weights:
+    """A GGUF file's tensors keyed by our parameter paths for an int8 model (`jaxmodels.quantize`): each int8
+    layer's values and Q8_0 scales from `GGUFWeights.get_q8_0`, moved to our layouts by the key table's own
+    transform (a kernel's [N, K] -> [K, *out], its scales [N, K/32] -> [K/32, *out]), the other parameters
+    dequantised to float32. The keys(), shape(), numpy_dtype(), get() of `jaxmodels.quantize.fill_exact`."""
+
+    def __init__(self, source: GGUFSource, quantized: nnx.Module):
+        family, weights = source.family, source.weights
+        self._weights, self._shapes = weights, param_shapes(quantized)
+        self._steps = {s.ours: s for s in plan_import(param_shapes(source.abstract), weights, family.table,
+                                                      tied=family.tied(source.config))}
+        self._scale_of = {f"{name}.{attr}": f"{name}.scale" for name, m in quantize.layers(quantized)
+                          for attr in ("kernel", "weight") if f"{name}.{attr}" in self._steps}
+        self._weight_of = {**{w: w for w in self._scale_of}, **{s: w for w, s in self._scale_of.items()}}
+        self._dtypes = {k: np.dtype(np.float32) for k in self._steps}
+        for weight, scale in self._scale_of.items():
+            self._dtypes[weight], self._dtypes[scale] = np.dtype(np.int8), np.dtype(np.float16)
+        self._pending: dict[str, np.ndarray] = {}  # the other half of a pair read, until asked for
+
+    def keys(self) -> list[str]:
+        return sorted(self._dtypes)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._dtypes
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._shapes[key]
+
+    def numpy_dtype(self, key: str) -> np.dtype:
+        return self._dtypes[key]
+
+    def get(self, key: str) -> np.ndarray:
+        if key in self._pending:
+            return self._pending.pop(key)
+        weight = self._weight_of.get(key)
+        if weight is None:
+            return self._steps[key].load(self._weights)
+        step, scale = self._steps[weight], self._scale_of[weight]
+        values, scales = self._weights.get_q8_0(step.stored)
+        if step.transform is not None:
+            values = step.transform.to_ours(values, step.our_shape)
+            scales = step.transform.to_ours(scales, self._shapes[scale])
+        self._pending[scale if key == weight else weight] = scales if key == weight else values
+        return values if key == weight else scales
+
+
+def load_int8(source: GGUFSource) -> nnx.Module:
+    """The GGUF file's model with every Linear and Embed int8 in Q8_0 blocks: a Q8_0 tensor's values and scales
+    exactly, an F32 / F16 / BF16 one quantised as Q8_0; norms and biases dequantised to float32."""
+    quantized = quantize.abstract_int8(source.abstract, int8.BLOCK)
+    return quantize.fill_exact(quantized, Int8Weights(source, quantized), source.file.path)
 
 
 def planned_tensors(source: GGUFSource, dtype: np.dtype | None) -> list[PlannedTensor]:

@@ -2,7 +2,8 @@
 
 `GGUFFile(path)` checks the magic bytes, lets `gguf.GGUFReader` parse the header (memory-mapped: no tensor data
 is read), checks that every tensor's bytes lie inside the file, and then gives the metadata as plain Python
-values (`value(key)`) and each tensor dequantised to float32 (`dequantize(name)`) by `gguf.quants.dequantize`.
+values (`value(key)`) and each tensor dequantised to float32 (`dequantize(name)`) by `gguf.quants.dequantize`,
+or as Q8_0's int8 values and float16 block scales (`q8_0(name)`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import gguf
 import numpy as np
 
 GGUF_MAGIC = b"GGUF"
+_Q8_0_SOURCES = (gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+                 gguf.GGMLQuantizationType.BF16)
 
 
 class GGUFError(ValueError):
@@ -128,3 +131,27 @@ class GGUFFile:
                             f"cannot dequantise")
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return np.asarray(values, np.float32).reshape(self.shape(name))
+
+    def q8_0(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A 2-D tensor [N, K] as Q8_0 rows: (int8 values [N, K], float16 scales [N, K/32]), whose product is
+        what `dequantize` gives. A Q8_0 tensor's bytes are split as they are; an F32 / F16 / BF16 one is
+        quantised by `gguf.quants.quantize` first (what llama.cpp would store). Other types are refused: making
+        int8 of their dequantised values would quantise twice."""
+        tensor, q8 = self.tensors[name], gguf.GGMLQuantizationType.Q8_0
+        shape = self.shape(name)
+        if tensor.tensor_type not in _Q8_0_SOURCES or len(shape) != 2:
+            raise GGUFError(f"{self.path}: tensor {name!r} is {tensor.tensor_type.name} of shape {list(shape)}; int8 "
+                            f"loading takes 2-D Q8_0 tensors (or F32 / F16 / BF16 ones, quantised as Q8_0); load the "
+                            f"file without dtype='int8' to dequantise it")
+        if tensor.tensor_type == q8:
+            raw = np.asarray(tensor.data).reshape(shape[0], -1)  # [N, K/32 * 34] bytes
+        else:
+            if shape[1] % gguf.GGML_QUANT_SIZES[q8][0]:
+                raise GGUFError(f"{self.path}: tensor {name!r} has rows of {shape[1]} values, not a multiple of "
+                                f"Q8_0's {gguf.GGML_QUANT_SIZES[q8][0]}; it cannot be int8 in blocks")
+            raw = gguf.quants.quantize(self.dequantize(name), q8)
+        block, size = gguf.GGML_QUANT_SIZES[q8]  # 32 values in 34 bytes: a float16 scale, then 32 int8
+        blocks = np.ascontiguousarray(raw).reshape(shape[0], shape[1] // block, size)
+        scales = np.ascontiguousarray(blocks[..., :2]).view(np.float16)[..., 0]
+        values = np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(shape)
+        return values, scales

@@ -163,7 +163,7 @@ class Decoder(nnx.Module):
             raise ValueError(f"cache length {max_len} exceeds max_seq_len={self.spec.max_seq_len}")
         return KVCache.create(n_layers=self.spec.n_layers, batch=batch, max_len=max_len,
                               n_kv_heads=self.spec.n_kv_heads, head_dim=self.spec.head_dim,
-                              dtype=dtype or self.embed.weight[...].dtype)
+                              dtype=dtype or self.embed.dtype)
 
     def _check_inputs(self, input_ids, attention_mask, kv_caches):
         if input_ids.ndim != 2 or not jnp.issubdtype(input_ids.dtype, jnp.integer):

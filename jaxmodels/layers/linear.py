@@ -4,6 +4,11 @@ A `Linear` kernel has shape `in_shape + out_shape` (e.g. [D, N, H] for a query p
 the output projection), the JAX convention; PyTorch's `nn.Linear.weight` is its flattened transpose.
 Conversion tables name that transform explicitly. Each layer runs its "tuned" or "plain" form
 (`jaxmodels.layers.backend`, docs/layers.md); a module's `layers` attribute is the default for its calls.
+
+`quantize_int8` (what `jaxmodels.quantize` calls) makes a layer's weight int8 with a `scale` Param beside it
+(`jaxmodels.layers.int8`; docs/quantization.md): decode steps read it in the int8 kernels, which dequantise in
+registers; other shapes dequantise in XLA, a scale per output channel applied to the dot's output (exact, and
+cheaper than scaling the weight), Q8_0 blocks to the weight before the dot. int8 layers compute in float32.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxmodels.layers import backend, dense, skinny
+from jaxmodels.layers import backend, dense, int8, skinny
 
 _INIT_STD = 0.02
 
@@ -25,7 +30,11 @@ def _shape(s: int | Sequence[int]) -> tuple[int, ...]:
 
 
 class Linear(nnx.Module):
-    """y = x @ kernel + bias, with kernel of shape [*in_shape, *out_shape] and bias of shape out_shape."""
+    """y = x @ kernel + bias, with kernel of shape [*in_shape, *out_shape] and bias of shape out_shape.
+
+    Quantised (`quantize_int8`): kernel int8 and scale float32 [*out_shape] (per output channel) or float16
+    [K/32, *out_shape] (Q8_0 blocks of 32 of the K = prod(in_shape) inputs); `scale` is None otherwise.
+    """
 
     def __init__(self, in_shape, out_shape, *, use_bias: bool = False, param_dtype=jnp.float32,
                  init_std: float = _INIT_STD, layers: str = "auto", rngs: nnx.Rngs):
@@ -34,17 +43,54 @@ class Linear(nnx.Module):
         key = rngs.params()
         self.kernel = nnx.Param(init_std * jax.random.normal(key, self.in_shape + self.out_shape, param_dtype))
         self.bias = nnx.Param(jnp.zeros(self.out_shape, param_dtype)) if use_bias else None
+        self.scale = None
+
+    def quantize_int8(self, block_size: int | None = None) -> None:
+        """Replaces the kernel by int8 values and adds their scales (jaxmodels.layers.int8), in place."""
+        if self.scale is not None:
+            raise ValueError("this Linear is int8 already")
+        q, scale = int8.quantize_kn(self.flat_kernel(), block_size)
+        k = math.prod(self.in_shape)
+        self.kernel = nnx.Param(q.reshape(self.in_shape + self.out_shape))
+        # nnx.data: `scale` was None, a static attribute, until now
+        self.scale = nnx.data(nnx.Param(scale.reshape(int8.scale_shape(k, self.out_shape, block_size))))
 
     def flat_kernel(self) -> jax.Array:
-        """The kernel as a matrix [prod(in_shape), prod(out_shape)]."""
+        """The kernel as a matrix [prod(in_shape), prod(out_shape)], in its stored dtype."""
         return self.kernel[...].reshape(math.prod(self.in_shape), math.prod(self.out_shape))
 
     def flat_bias(self) -> jax.Array | None:
         return None if self.bias is None else self.bias[...].reshape(-1)
 
+    def flat_scale(self) -> jax.Array | None:
+        """None, or the scales as [N] (per output channel) or [K/32, N] (blocks)."""
+        if self.scale is None:
+            return None
+        return self.scale[...].reshape(*self.scale.shape[: self.scale.ndim - len(self.out_shape)], -1)
+
     def __call__(self, x: jax.Array, *, layers: str | None = None) -> jax.Array:
         """x of shape [..., *in_shape] -> [..., *out_shape]; `layers` None: this module's `layers`."""
         return fused_linear(x, [self], layers=self.layers if layers is None else layers)[0]
+
+
+def _output_scale(p: Linear) -> jax.Array | None:
+    """The flat scale [N] of a kernel quantised per output channel, which multiplies the dot's output."""
+    scale = p.flat_scale()
+    return scale if scale is not None and scale.ndim == 1 else None
+
+
+def _dot_kernel(p: Linear, dtype) -> jax.Array:
+    """The kernel [K, N] that an XLA dot multiplies by, in `dtype`: Q8_0 blocks dequantised, else as stored."""
+    kernel, scale = p.flat_kernel(), p.flat_scale()
+    if scale is not None and scale.ndim == 2:
+        kernel = int8.dequantize_kn(kernel, scale)
+    return kernel.astype(dtype)
+
+
+def _finish(y: jax.Array, p: Linear) -> jax.Array:
+    """y [..., N] of an int8 kernel scaled per output channel: times its scale, plus the bias."""
+    y = y * _output_scale(p).astype(y.dtype)
+    return y if p.bias is None else y + p.flat_bias().astype(y.dtype)
 
 
 def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto") -> list[jax.Array]:
@@ -64,38 +110,67 @@ def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto
     lead = x.shape[: x.ndim - len(in_shape)]
     x = x.reshape(*lead, -1)
     if skinny.applies(x, 1):  # a decode step: the CPU kernels read each kernel once, in its stored dtype
-        outs = skinny.projections(x, tuple(p.flat_kernel() for p in linears), tuple(p.flat_bias() for p in linears))
+        outs = skinny.projections(x, tuple(p.flat_kernel() for p in linears), tuple(p.flat_scale() for p in linears),
+                                  tuple(p.flat_bias() for p in linears))
         return [y.reshape(*lead, *p.out_shape) for y, p in zip(outs, linears)]
-    kernels = tuple(p.flat_kernel().astype(x.dtype) for p in linears)
-    biases = tuple(None if p.bias is None else p.flat_bias().astype(x.dtype) for p in linears)
-    return [y.reshape(*lead, *p.out_shape) for y, p in zip(dense.projections(x, kernels, biases), linears)]
+    kernels = tuple(_dot_kernel(p, x.dtype) for p in linears)
+    biases = tuple(None if p.bias is None or _output_scale(p) is not None else p.flat_bias().astype(x.dtype)
+                   for p in linears)
+    outs = dense.projections(x, kernels, biases)
+    outs = [y if _output_scale(p) is None else _finish(y, p) for y, p in zip(outs, linears)]
+    return [y.reshape(*lead, *p.out_shape) for y, p in zip(outs, linears)]
 
 
 def _plain_linear(x: jax.Array, p: Linear) -> jax.Array:
     """x [..., *in_shape] contracted with the kernel [*in_shape, *out_shape] -> [..., *out_shape]."""
-    y = jnp.tensordot(x, p.kernel[...].astype(x.dtype), axes=len(p.in_shape))
+    y = jnp.tensordot(x, _dot_kernel(p, x.dtype).reshape(p.in_shape + p.out_shape), axes=len(p.in_shape))
+    if _output_scale(p) is not None:
+        y = y * p.scale[...].astype(y.dtype)  # [*out_shape]
     return y if p.bias is None else y + p.bias[...].astype(x.dtype)
 
 
 class Embed(nnx.Module):
-    """Token embedding [V, D]; `decode` reuses it as the tied output head."""
+    """Token embedding [V, D]; `decode` reuses it as the tied output head.
+
+    Quantised (`quantize_int8`): weight int8 and scale float32 [V] (per row: each token, each logit) or
+    float16 [V, D/32] (Q8_0 blocks); `scale` is None otherwise.
+    """
 
     def __init__(self, vocab_size: int, dim: int, *, param_dtype=jnp.float32, layers: str = "auto",
                  rngs: nnx.Rngs):
         self.layers = backend.check(layers)
         self.weight = nnx.Param(_INIT_STD * jax.random.normal(rngs.params(), (vocab_size, dim), param_dtype))
+        self.scale = None
+
+    @property
+    def dtype(self):
+        """The dtype of the embeddings it returns: the weight's, float32 for an int8 weight."""
+        return self.weight[...].dtype if self.scale is None else jnp.dtype(jnp.float32)
+
+    def quantize_int8(self, block_size: int | None = None) -> None:
+        """Replaces the weight by int8 values and adds their scales (jaxmodels.layers.int8), in place."""
+        if self.scale is not None:
+            raise ValueError("this Embed is int8 already")
+        q, scale = int8.quantize_rows(self.weight[...], block_size)
+        self.weight, self.scale = nnx.Param(q), nnx.data(nnx.Param(scale))  # scale: see Linear.quantize_int8
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         """ids [B, T] int -> [B, T, D]."""
-        return jnp.take(self.weight[...], ids, axis=0)
+        rows = jnp.take(self.weight[...], ids, axis=0)
+        return rows if self.scale is None else int8.dequantize_rows(rows, jnp.take(self.scale[...], ids, axis=0))
 
     def decode(self, x: jax.Array, *, layers: str | None = None) -> jax.Array:
         """x [B, T, D] -> logits [B, T, V], tied to the embedding by construction.
 
         `layers` None: this module's `layers`.
         """
-        if backend.resolve(self.layers if layers is None else layers) == "plain":
-            return jnp.einsum("...D,VD->...V", x, self.weight[...].astype(x.dtype))
-        if skinny.applies(x, 1):  # a decode step: the weight [V, D] read once, in its stored dtype
-            return skinny.matmul_t(x, self.weight[...])
-        return dense.matmul_t(x, self.weight[...].astype(x.dtype))
+        plain = backend.resolve(self.layers if layers is None else layers) == "plain"
+        scale = None if self.scale is None else self.scale[...]
+        if not plain and skinny.applies(x, 1):  # a decode step: the weight [V, D] read once, in its stored dtype
+            return skinny.matmul_t(x, self.weight[...], scale)
+        weight = self.weight[...]
+        if scale is not None and scale.ndim == 2:  # Q8_0 blocks: dequantised before the dot
+            weight, scale = int8.dequantize_rows(weight, scale), None
+        weight = weight.astype(x.dtype)
+        y = jnp.einsum("...D,VD->...V", x, weight) if plain else dense.matmul_t(x, weight)
+        return y if scale is None else y * scale.astype(y.dtype)  # a scale per row of V: per logit

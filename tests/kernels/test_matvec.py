@@ -1,5 +1,6 @@
 """The decode kernels (matvec.cc) against a float64 product, on shapes that exercise every tail, and the
-layers that route decode steps to them."""
+layers that route decode steps to them. int8 weights with either kind of scale: per output channel and Q8_0's
+float16 blocks of 32 along K."""
 
 import numpy as np
 import pytest
@@ -17,32 +18,49 @@ pytestmark = pytest.mark.skipif(not matvec.available(), reason="the decode kerne
 SHAPES = [(1, 64, 96), (8, 576, 192), (3, 24, 17), (5, 37, 130), (9, 1536, 64), (16, 300, 33)]
 
 
-def _weight(rng, shape, dtype, n):
-    """A weight of `shape` in `dtype`, with a scale [n] (the output channels) when it is int8."""
+# Q8_0 blocks need K a multiple of 32: one row, a full register tile, N tails, and a K split among threads.
+BLOCK_SHAPES = [(1, 64, 96), (8, 576, 192), (3, 96, 17), (9, 1536, 64), (16, 320, 33)]
+
+
+def _weight(rng, layout, k, n, dtype):
+    """A weight in `layout` and `dtype` with its scale: none, [n] per output channel ("int8"), or float16
+    blocks [K/32, N] / [N, K/32] ("int8-blocks")."""
+    shape = (k, n) if layout == "kn" else (n, k)
     w = rng.standard_normal(shape).astype(np.float32)
     if dtype == "int8":
         q = np.clip(np.round(w * 40), -127, 127).astype(np.int8)
         return jnp.asarray(q), jnp.asarray(rng.uniform(0.5, 2.0, n).astype(np.float32))
+    if dtype == "int8-blocks":
+        q = np.clip(np.round(w * 40), -127, 127).astype(np.int8)
+        blocks = (k // matvec.BLOCK, n) if layout == "kn" else (n, k // matvec.BLOCK)
+        return jnp.asarray(q), jnp.asarray(rng.uniform(1e-3, 2.0, blocks).astype(np.float16))
     return jnp.asarray(w).astype(dtype), None
+
+
+def _check(layout, dtype, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w, scale = _weight(rng, layout, k, n, dtype)
+    fn = matvec.matvec_kn if layout == "kn" else matvec.matvec_nk
+    y = np.asarray(jax.jit(fn)(jnp.asarray(x), w, scale))
+    ref = matvec.reference_matvec(x, w, scale, layout=layout)
+    assert y.shape == (m, n) and y.dtype == np.float32
+    # float32 accumulation of K products: a few ulps of the sum of |terms| per output
+    bound = matvec.reference_matvec(np.abs(x), jnp.abs(w.astype(jnp.float32)).astype(w.dtype), scale, layout=layout)
+    assert np.all(np.abs(y - ref) <= 4e-7 * np.sqrt(k) * bound + 1e-30)
 
 
 @pytest.mark.parametrize("layout", ["kn", "nk"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])
 @pytest.mark.parametrize("m,k,n", SHAPES)
 def test_matvec_matches_float64(layout, dtype, m, k, n):
-    rng = np.random.default_rng(m * 1000 + k + n)
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    w, scale = _weight(rng, (k, n) if layout == "kn" else (n, k), dtype, n)
-    fn = matvec.matvec_kn if layout == "kn" else matvec.matvec_nk
-    y = np.asarray(jax.jit(fn)(jnp.asarray(x), w, scale))
-    ref = matvec.reference_matvec(x, w, scale, layout=layout)
-    assert y.shape == (m, n) and y.dtype == np.float32
-    # float32 accumulation of K products: a few ulps of the sum of |terms| per output
-    w64 = np.asarray(w.astype(jnp.float32), np.float64)
-    bound = np.abs(x) @ np.abs(w64 if layout == "kn" else w64.T)
-    if scale is not None:
-        bound = bound * np.asarray(scale, np.float64)
-    assert np.all(np.abs(y - ref) <= 4e-7 * np.sqrt(k) * bound + 1e-30)
+    _check(layout, dtype, m, k, n)
+
+
+@pytest.mark.parametrize("layout", ["kn", "nk"])
+@pytest.mark.parametrize("m,k,n", BLOCK_SHAPES)
+def test_matvec_with_q8_0_block_scales_matches_float64(layout, m, k, n):
+    _check(layout, "int8-blocks", m, k, n)
 
 
 def test_matvec_under_vmap_and_in_a_larger_graph():
@@ -65,6 +83,17 @@ def test_matvec_errors():
         matvec.matvec_kn(x, jnp.ones((8,), jnp.float32))
     with pytest.raises(Exception, match=r"matvec kn: expected x \[M, K\] and w \[K, N\]"):
         jax.block_until_ready(matvec.matvec_kn(x, jnp.ones((7, 4), jnp.float32)))
+    q = jnp.ones((64, 4), jnp.int8)
+    with pytest.raises(ValueError, match=r"a scale per output channel has shape \(4,\), got \(5,\)"):
+        matvec.matvec_kn(x, q, jnp.ones(5))
+    with pytest.raises(ValueError, match=r"block scales of w \(64, 4\) have shape \[K/32, N\] with K a multiple"):
+        matvec.matvec_kn(x, q, jnp.ones((4, 2), jnp.float16))
+    with pytest.raises(ValueError, match=r"block scales of w \(4, 40\) have shape \[N, K/32\]"):
+        matvec.matvec_nk(x, jnp.ones((4, 40), jnp.int8), jnp.ones((4, 1), jnp.float16))
+    with pytest.raises(TypeError, match="block scales are float16 \\(Q8_0's\\), got float32"):
+        matvec.matvec_kn(x, q, jnp.ones((2, 4), jnp.float32))
+    with pytest.raises(Exception, match=r"matvec kn: expected x \[M, K\] and w \[K, N\]"):
+        jax.block_until_ready(matvec.matvec_kn(jnp.ones((2, 32)), q, jnp.ones((2, 4), jnp.float16)))
 
 
 def test_off_switch(monkeypatch):
