@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import importlib.metadata
 import os
 import platform
 import shutil
@@ -27,7 +28,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 
 SOURCE = Path(__file__).with_name("matvec.cc")
@@ -60,7 +60,7 @@ def _build(compiler: str) -> Path:
     flags = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno",
              "-mprefer-vector-width=512"]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, jaxlib.__version__, _cpu()]).encode())
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), version, *flags, importlib.metadata.version("jaxlib"), _cpu()]).encode())
     key = key.hexdigest()[:16]
     out = _cache_dir() / f"matvec-{key}.so"
     if out.is_file():

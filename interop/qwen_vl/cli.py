@@ -53,6 +53,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_learn(args) -> int:
+    import torch
+
+    torch.manual_seed(args.seed)
     llm = _runner(args, temperature=0.0, max_tokens=args.max_tokens)
     if args.init_from:
         llm.load_adapter(args.init_from, args.adapter)
@@ -115,6 +118,8 @@ def parser() -> argparse.ArgumentParser:
     lp.add_argument("--steps", type=int, default=3)
     lp.add_argument("--lr", type=float, default=1e-4)
     lp.add_argument("--max-tokens", type=int, default=64)
+    lp.add_argument("--seed", type=int, default=0, help="seeds torch before the adapter is created (its "
+                                                         "initialisation), so a run does not depend on what ran before")
     lp.add_argument("--show", action="store_true", help="print the adapter's answer to the prompt afterwards")
     lp.add_argument("--force", action="store_true", help="overwrite --out")
     lp.set_defaults(fn=cmd_learn)
