@@ -123,6 +123,11 @@ def _row(model: str, kind: str, recs: list[dict]) -> dict:
             "whole run s": med("total_s"), "new cache entries": max(r["new_cache_entries"] for r in recs)}
 
 
+def _short(model: str, width: int = 16) -> str:
+    name = Path(model).name
+    return name if len(name) <= width else name[:width - 1] + "\u2026"
+
+
 def _chart(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -137,7 +142,7 @@ def _chart(rows: list[dict], path: Path) -> None:
         ax.bar(x, heights, 0.6, bottom=bottom, label=label)
         bottom = [b + h for b, h in zip(bottom, heights)]
     ax.axhline(TARGET_S, color="k", linestyle="--", label=f"target {TARGET_S:g} s (warm)")
-    ax.set_xticks(list(x), [f"{Path(r['model']).name}\n{r['start']}" for r in rows], fontsize=8)
+    ax.set_xticks(list(x), [f"{_short(r['model'])}\n{r['start']}" for r in rows], fontsize=8)
     ax.set_ylabel("seconds to the first token")
     ax.set_title("Chat CLI: process start to first token (medians)")
     ax.set_ylim(0, 1.45 * max(max(r["first token s"] for r in rows), TARGET_S))
