@@ -203,34 +203,51 @@ int64_t part_count(ffi::ThreadPool& pool, int64_t rows) {
   return std::clamp<int64_t>(rows / kMinRowsPerPart, 1, threads);
 }
 
+// Independent accumulator chains per row of x. With few rows, each sum is one chain of dependent FMAs and the
+// FMA latency (4 cycles), not the memory, sets the pace: a batch-1 int8 product ran at the speed of a
+// cache-resident one. More chains (alternate rows of w in "kn", alternate tiles in "nk") fill the pipeline.
+template <int R>
+constexpr int kChains = R == 1 ? 4 : R <= 3 ? 2 : 1;
+
 // acc[m, j:j+kTile] += x[m, k0:k1] w[k0:k1, j:j+kTile] for R rows m of x, the sum held in registers and
 // multiplied by bs[j:j+kTile] (the block's float16 scales) when bs is given.
 template <typename W, int R>
-inline void kn_tile(const float* x, const W* w, const uint16_t* bs, float* acc, int64_t k_dim, int64_t n,
-                    int64_t k0, int64_t k1, int64_t j) {
-  vf lo[R] = {}, hi[R] = {};
-  for (int64_t k = k0; k < k1; ++k) {
+__attribute__((always_inline)) inline void kn_tile(const float* x, const W* w, const uint16_t* bs, float* acc,
+                                                   int64_t k_dim, int64_t n, int64_t k0, int64_t k1, int64_t j) {
+  constexpr int C = kChains<R>;
+  vf lo[C][R] = {}, hi[C][R] = {};
+  auto row = [&](int c, int64_t k) {
     vf a, b;
     // A block reads kBlockRows rows at a stride of N: more streams than the hardware prefetcher follows.
-    // Prefetching never faults, so the rows past the end need no test.
-    const char* ahead = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w + j) + (k + kAhead) * n * sizeof(W));
-    __builtin_prefetch(ahead);
-    if constexpr (sizeof(W) * kTile > 64) __builtin_prefetch(ahead + 64);
+    // The last block's rows have no next block to prefetch (past w: another buffer's memory, read for nothing).
+    if (k + kAhead < k_dim) {
+      const char* ahead = reinterpret_cast<const char*>(w + (k + kAhead) * n + j);
+      __builtin_prefetch(ahead);
+      if constexpr (sizeof(W) * kTile > 64) __builtin_prefetch(ahead + 64);
+    }
     load_tile(w + k * n + j, a, b);
     for (int m = 0; m < R; ++m) {
       const float xv = x[m * k_dim + k];
-      lo[m] += a * xv;
-      hi[m] += b * xv;
+      lo[c][m] += a * xv;
+      hi[c][m] += b * xv;
     }
-  }
+  };
+  int64_t k = k0;
+  for (; k + C <= k1; k += C)
+    for (int c = 0; c < C; ++c) row(c, k + c);
+  for (; k < k1; ++k) row(0, k);
   vf s_lo = {}, s_hi = {};
   if (bs) {
     s_lo = widen_half(bs + j);
     s_hi = widen_half(bs + j + kLanes);
   }
   for (int m = 0; m < R; ++m) {
+    for (int c = 1; c < C; ++c) {
+      lo[0][m] += lo[c][m];
+      hi[0][m] += hi[c][m];
+    }
     vf first, second;
-    natural<W>(lo[m], hi[m], first, second);
+    natural<W>(lo[0][m], hi[0][m], first, second);
     if (bs) {
       first *= s_lo;
       second *= s_hi;
@@ -328,12 +345,13 @@ ffi::Error kn(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w, S
 template <typename W, int R>
 void nk_rows(const float* x, const float* xt, const W* w, Scales scale, float* out, int64_t k_dim, int64_t n,
              int64_t n0, int64_t n1) {
+  constexpr int C = kChains<R>;
   const int64_t kt = k_dim / kTile * kTile;
   for (int64_t r = n0; r < n1; ++r) {
     const W* wr = w + r * k_dim;
     const uint16_t* bs = scale.block ? scale.block + r * (k_dim / kScaleBlock) : nullptr;
-    vf lo[R] = {}, hi[R] = {};
-    for (int64_t k = 0; k < kt; k += kTile) {
+    vf lo[C][R] = {}, hi[C][R] = {};
+    auto tile = [&](int c, int64_t k) {
       vf a, b;
       load_tile(wr + k, a, b);
       if (bs) {  // a tile is one block: its weights times the block's scale
@@ -342,12 +360,20 @@ void nk_rows(const float* x, const float* xt, const W* w, Scales scale, float* o
         b *= s;
       }
       for (int m = 0; m < R; ++m) {
-        lo[m] += a * load(xt + m * k_dim + k);
-        hi[m] += b * load(xt + m * k_dim + k + kLanes);
+        lo[c][m] += a * load(xt + m * k_dim + k);
+        hi[c][m] += b * load(xt + m * k_dim + k + kLanes);
       }
-    }
+    };
+    int64_t k = 0;
+    for (; k + C * kTile <= kt; k += C * kTile)
+      for (int c = 0; c < C; ++c) tile(c, k + c * kTile);
+    for (; k < kt; k += kTile) tile(0, k);
     for (int m = 0; m < R; ++m) {
-      float s = hsum(lo[m] + hi[m]);
+      for (int c = 1; c < C; ++c) {
+        lo[0][m] += lo[c][m];
+        hi[0][m] += hi[c][m];
+      }
+      float s = hsum(lo[0][m] + hi[0][m]);
       for (int64_t k = kt; k < k_dim; ++k) s += scalar(wr[k]) * x[m * k_dim + k];
       out[m * n + r] = scale.channel ? s * scale.channel[r] : s;
     }
