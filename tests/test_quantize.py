@@ -46,6 +46,14 @@ def test_quantize_rows_is_gguf_q8_0_and_per_channel_rounds_to_half_a_step():
     np.testing.assert_array_equal(np.asarray(scale).view(np.uint16), ref_scale.view(np.uint16))
     np.testing.assert_array_equal(np.asarray(int8.dequantize_rows(q, scale)),
                                   gguf.quants.dequantize(gguf.quants.quantize(w, Q8), Q8))
+    # Values just below the half-way points of blocks whose step d = max / 127 a multiplication by 1/127 rounds
+    # differently from the division (XLA's rewrite of x / 127): only the division gives gguf's values.
+    amax = rng.uniform(0.01, 1, 4096).astype(np.float32)
+    amax = amax[amax / np.float32(127) != amax * np.float32(1 / np.float32(127))][:16]
+    halves = np.arange(31, dtype=np.float32) * 4 + 0.5
+    edge = np.stack([np.concatenate([[a], np.nextafter(halves * (a / np.float32(127)), np.float32(0))]) for a in amax])
+    np.testing.assert_array_equal(np.asarray(int8.quantize_rows(jnp.asarray(edge, jnp.float32), 32)[0]),
+                                  _split_q8_0(gguf.quants.quantize(edge.astype(np.float32), Q8), len(edge))[0])
     q, scale = int8.quantize_rows(jnp.asarray(w), None)
     assert scale.dtype == jnp.float32 and scale.shape == (19,) and int(jnp.abs(q).max()) == 127
     err = np.abs(np.asarray(int8.dequantize_rows(q, scale)) - w)
