@@ -33,7 +33,10 @@ def main(argv: list[str]) -> None:
     p.add_argument("--model", help="a checkpoint directory: decode and prefill against transformers and the "
                                    "bandwidth limit instead (benchmarks/suites/decode_model.py)")
     p.add_argument("--prefill", type=int, default=512, help="with --model: prefill prompt length")
-    p.add_argument("--dtypes", default="float32,bfloat16", help="with --model: weight dtypes, comma-separated")
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="with --model: weight dtypes, comma-separated: float32, bfloat16, float16, int8 (ours with "
+                        "int8 weights, a scale per channel), q8_0 (int8 in Q8_0 blocks); the int8 ones beside "
+                        "transformers' bfloat16")
     p.add_argument("--batches", default="1,8", help="with --model: batch sizes, comma-separated")
     args = p.parse_args(argv)
     if args.model:
