@@ -73,24 +73,13 @@ class Linear(nnx.Module):
         return fused_linear(x, [self], layers=self.layers if layers is None else layers)[0]
 
 
-def _output_scale(p: Linear) -> jax.Array | None:
-    """The flat scale [N] of a kernel quantised per output channel, which multiplies the dot's output."""
-    scale = p.flat_scale()
-    return scale if scale is not None and scale.ndim == 1 else None
-
-
-def _dot_kernel(p: Linear, dtype) -> jax.Array:
-    """The kernel [K, N] that an XLA dot multiplies by, in `dtype`: Q8_0 blocks dequantised, else as stored."""
+def _dot_operands(p: Linear, dtype) -> tuple[jax.Array, jax.Array | None]:
+    """(kernel [K, N] in `dtype` for an XLA dot, scale [N] for the dot's output or None): Q8_0 blocks are
+    dequantised into the kernel; a scale per output channel is left for the output (exact, and cheaper)."""
     kernel, scale = p.flat_kernel(), p.flat_scale()
     if scale is not None and scale.ndim == 2:
-        kernel = int8.dequantize_kn(kernel, scale)
-    return kernel.astype(dtype)
-
-
-def _finish(y: jax.Array, p: Linear) -> jax.Array:
-    """y [..., N] of an int8 kernel scaled per output channel: times its scale, plus the bias."""
-    y = y * _output_scale(p).astype(y.dtype)
-    return y if p.bias is None else y + p.flat_bias().astype(y.dtype)
+        return int8.dequantize_kn(kernel, scale).astype(dtype), None
+    return kernel.astype(dtype), scale
 
 
 def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto") -> list[jax.Array]:
@@ -98,7 +87,8 @@ def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto
 
     Tuned: one dot per projection inside one custom VJP (`dense.projections`), which shares x's transpose
     between the weight gradients and sums dx; inputs of few rows (decode steps) go to the CPU kernels
-    (`skinny.projections`), which read each kernel in its stored dtype. Plain: one contraction per projection, differentiated by JAX.
+    (`skinny.projections`), which read each kernel in its stored dtype. Plain: one contraction per projection,
+    differentiated by JAX.
     Either way there is no kernel concatenation per call, and storage stays one parameter per projection,
     so checkpoints keep the original's separate keys.
     """
@@ -109,23 +99,29 @@ def fused_linear(x: jax.Array, linears: Sequence[Linear], *, layers: str = "auto
         return [_plain_linear(x, p) for p in linears]
     lead = x.shape[: x.ndim - len(in_shape)]
     x = x.reshape(*lead, -1)
-    if skinny.applies(x, 1):  # a decode step: the CPU kernels read each kernel once, in its stored dtype
+    if skinny.applies(x):  # a decode step: the CPU kernels read each kernel once, in its stored dtype
         outs = skinny.projections(x, tuple(p.flat_kernel() for p in linears), tuple(p.flat_scale() for p in linears),
                                   tuple(p.flat_bias() for p in linears))
         return [y.reshape(*lead, *p.out_shape) for y, p in zip(outs, linears)]
-    kernels = tuple(_dot_kernel(p, x.dtype) for p in linears)
-    biases = tuple(None if p.bias is None or _output_scale(p) is not None else p.flat_bias().astype(x.dtype)
-                   for p in linears)
-    outs = dense.projections(x, kernels, biases)
-    outs = [y if _output_scale(p) is None else _finish(y, p) for y, p in zip(outs, linears)]
-    return [y.reshape(*lead, *p.out_shape) for y, p in zip(outs, linears)]
+    ops = [_dot_operands(p, x.dtype) for p in linears]
+    # With an output scale the bias is added after it, so it stays out of the custom VJP's dot.
+    biases = tuple(None if p.bias is None or scale is not None else p.flat_bias().astype(x.dtype)
+                   for p, (_, scale) in zip(linears, ops))
+    outs = []
+    for y, p, (_, scale) in zip(dense.projections(x, tuple(k for k, _ in ops), biases), linears, ops):
+        if scale is not None:
+            y = y * scale.astype(y.dtype)
+            y = y if p.bias is None else y + p.flat_bias().astype(y.dtype)
+        outs.append(y.reshape(*lead, *p.out_shape))
+    return outs
 
 
 def _plain_linear(x: jax.Array, p: Linear) -> jax.Array:
     """x [..., *in_shape] contracted with the kernel [*in_shape, *out_shape] -> [..., *out_shape]."""
-    y = jnp.tensordot(x, _dot_kernel(p, x.dtype).reshape(p.in_shape + p.out_shape), axes=len(p.in_shape))
-    if _output_scale(p) is not None:
-        y = y * p.scale[...].astype(y.dtype)  # [*out_shape]
+    kernel, scale = _dot_operands(p, x.dtype)
+    y = jnp.tensordot(x, kernel.reshape(p.in_shape + p.out_shape), axes=len(p.in_shape))
+    if scale is not None:
+        y = y * scale.reshape(p.out_shape).astype(y.dtype)
     return y if p.bias is None else y + p.bias[...].astype(x.dtype)
 
 
@@ -166,7 +162,7 @@ class Embed(nnx.Module):
         """
         plain = backend.resolve(self.layers if layers is None else layers) == "plain"
         scale = None if self.scale is None else self.scale[...]
-        if not plain and skinny.applies(x, 1):  # a decode step: the weight [V, D] read once, in its stored dtype
+        if not plain and skinny.applies(x):  # a decode step: the weight [V, D] read once, in its stored dtype
             return skinny.matmul_t(x, self.weight[...], scale)
         weight = self.weight[...]
         if scale is not None and scale.ndim == 2:  # Q8_0 blocks: dequantised before the dot

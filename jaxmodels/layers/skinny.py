@@ -22,10 +22,9 @@ from jaxmodels_kernels import matvec
 MAX_ROWS = 16
 
 
-def applies(x: jax.Array, in_ndim: int) -> bool:
-    """Whether the kernels take x [..., *in_shape] (in_shape of `in_ndim` dims): few rows and built here."""
-    rows = math.prod(x.shape[: x.ndim - in_ndim])
-    return rows <= MAX_ROWS and matvec.available()
+def applies(x: jax.Array) -> bool:
+    """Whether the kernels take x [..., K]: at most MAX_ROWS rows, and the kernels built here."""
+    return math.prod(x.shape[:-1]) <= MAX_ROWS and matvec.available()
 
 
 def _float_kernel(w: jax.Array, scale: jax.Array | None) -> jax.Array:
