@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__F16C__)
@@ -203,6 +204,21 @@ int64_t part_count(ffi::ThreadPool& pool, int64_t rows) {
   return std::clamp<int64_t>(rows / kMinRowsPerPart, 1, threads);
 }
 
+// fn(std::integral_constant<int, R>{}) for R = min(rows, kMaxRows): a register tile's row count as a constant.
+template <typename Fn>
+inline void with_rows(int64_t rows, Fn&& fn) {
+  switch (std::min(kMaxRows, rows)) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    default: fn(std::integral_constant<int, 8>{}); break;
+  }
+}
+
 // Independent accumulator chains per row of x. With few rows, each sum is one chain of dependent FMAs and the
 // FMA latency (4 cycles), not the memory, sets the pace: a batch-1 int8 product ran at the speed of a
 // cache-resident one. More chains (alternate rows of w in "kn", alternate tiles in "nk") fill the pipeline.
@@ -284,16 +300,7 @@ void kn_part(const float* x, const W* w, const uint16_t* bs, float* acc, int64_t
   for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxRows) {
     const float* xs = x + m0 * k_dim;
     float* as = acc + m0 * n;
-    switch (std::min(kMaxRows, m_rows - m0)) {
-      case 1: kn_rows<W, 1>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      case 2: kn_rows<W, 2>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      case 3: kn_rows<W, 3>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      case 4: kn_rows<W, 4>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      case 5: kn_rows<W, 5>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      case 6: kn_rows<W, 6>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      case 7: kn_rows<W, 7>(xs, w, bs, as, k_dim, n, k0, k1); break;
-      default: kn_rows<W, 8>(xs, w, bs, as, k_dim, n, k0, k1); break;
-    }
+    with_rows(m_rows - m0, [&](auto r) { kn_rows<W, decltype(r)::value>(xs, w, bs, as, k_dim, n, k0, k1); });
   }
 }
 
@@ -386,16 +393,7 @@ void nk_part(const float* x, const float* xt, const W* w, Scales scale, float* o
   for (int64_t m0 = 0; m0 < m_rows; m0 += kMaxRows) {
     const float *xs = x + m0 * k_dim, *xts = xt + m0 * k_dim;
     float* os = out + m0 * n;
-    switch (std::min(kMaxRows, m_rows - m0)) {
-      case 1: nk_rows<W, 1>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      case 2: nk_rows<W, 2>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      case 3: nk_rows<W, 3>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      case 4: nk_rows<W, 4>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      case 5: nk_rows<W, 5>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      case 6: nk_rows<W, 6>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      case 7: nk_rows<W, 7>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-      default: nk_rows<W, 8>(xs, xts, w, scale, os, k_dim, n, n0, n1); break;
-    }
+    with_rows(m_rows - m0, [&](auto r) { nk_rows<W, decltype(r)::value>(xs, xts, w, scale, os, k_dim, n, n0, n1); });
   }
 }
 
