@@ -62,7 +62,8 @@ def builtin_prompts(tokenizer) -> dict[str, str]:
     }
 
 
-def _until_eos(tokens, eos: set[int]) -> list[int]:
+def until_eos(tokens, eos: set[int]) -> list[int]:
+    """The tokens up to and including the first one in `eos` (all of them if none is)."""
     out = []
     for t in tokens:
         out.append(int(t))
@@ -153,8 +154,8 @@ def measure(hf_dir: str | Path, new_tokens: int = 64, prompts: dict[str, str] | 
                                       attention_mask=torch.ones_like(torch.from_numpy(x)))
         our_greedy = np.asarray(generate(ours, jnp.asarray(x, jnp.int32), new_tokens, eos_token_id=eos or None))
         t = x.shape[1]
-        hf_new = _until_eos(hf_greedy[0, t:].tolist(), set(eos))
-        our_new = _until_eos(our_greedy[0, t:].tolist(), set(eos))
+        hf_new = until_eos(hf_greedy[0, t:].tolist(), set(eos))
+        our_new = until_eos(our_greedy[0, t:].tolist(), set(eos))
         e = errors[name]
         theirs, mine = float(np.median(e["theirs"])), float(np.median(e["ours"]))
         rows.append(dict(prompt=name, tokens=int(t), reference=reference, orderings=len(e["ours"]),

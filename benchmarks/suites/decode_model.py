@@ -119,7 +119,8 @@ def _decode(ours, hf, prompt: np.ndarray, new: int, runs: int, *, compare: bool 
 
 
 def _same_until_eos(mine: np.ndarray, hf, prompt: np.ndarray, new: int) -> bool:
-    """Whether our tokens equal transformers' greedy ones, each row compared up to and including its first EOS.
+    """Whether our tokens equal transformers' greedy ones, each row's new tokens compared up to and including
+    its first EOS.
 
     The timed runs keep EOS off on both sides so that every step is computed: ours ignores it, transformers'
     `min_new_tokens` masks its logit, which changes the token where a row would end. Here transformers runs with
@@ -127,20 +128,15 @@ def _same_until_eos(mine: np.ndarray, hf, prompt: np.ndarray, new: int) -> bool:
     """
     import torch
 
-    eos = hf.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    from jaxmodels.generate import eos_ids
+    from jaxmodels_interop.parity import until_eos
+
+    eos = set(eos_ids(hf.generation_config.eos_token_id) or ())
     with torch.no_grad():
         theirs = hf.generate(torch.from_numpy(prompt), attention_mask=torch.ones_like(torch.from_numpy(prompt)),
                              max_new_tokens=new, do_sample=False, pad_token_id=0).numpy()
-    for row_mine, row_theirs in zip(mine, theirs):
-        end = len(row_theirs)
-        for i in range(prompt.shape[1], len(row_theirs)):
-            if int(row_theirs[i]) in eos:
-                end = i + 1
-                break
-        if not np.array_equal(row_mine[:end], row_theirs[:end]):
-            return False
-    return True
+    t = prompt.shape[1]
+    return all(until_eos(a[t:], eos) == until_eos(b[t:], eos) for a, b in zip(mine, theirs))
 
 
 def _prefill(ours, hf, length: int, vocab: int, runs: int) -> dict:
