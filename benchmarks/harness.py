@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jaxmodels.io import atomic_write_text
+from jaxmodels.io import atomic_open, atomic_write_text
 from jaxmodels.tables import markdown_table
 
 RESULTS_ENV = "JAXMODELS_BENCH_RESULTS"
@@ -135,3 +135,22 @@ def write_results(suite: str, results: dict[str, Any], rows: list[dict[str, Any]
     if notes:
         print(notes)
     return out / f"{suite}.json"
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed), for a suite's chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_chart(fig, name: str) -> Path:
+    """Saves `fig` as <results>/<name> (PNG, written atomically) beside the suite's table and closes it."""
+    path = results_dir() / name
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    pyplot().close(fig)
+    return path

@@ -125,3 +125,14 @@ def test_markdown_table_lives_in_jaxmodels_and_is_still_the_harness_one():
     assert harness.markdown_table is markdown_table
     assert markdown_table([{"x": 1.234567, "y": "b"}, {"x": 2}], ["x", "y", "z"]) == (
         "| x | y | z |\n|---|---|---|\n| 1.235 | b |  |\n| 2 |  |  |")
+
+
+def test_write_chart_saves_a_png_beside_the_tables(elsewhere):
+    pytest.importorskip("matplotlib")
+    fig, ax = harness.pyplot().subplots()
+    ax.bar([0, 1], [3, 4])
+    path = harness.write_chart(fig, "suite.png")
+    assert path == elsewhere / "benchmarks" / "results" / "suite.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["suite.png"]  # no temporary file left
+    assert not harness.pyplot().get_fignums()  # closed

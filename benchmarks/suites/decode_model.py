@@ -27,12 +27,10 @@ limit drawn for batch 1).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
-from jaxmodels.io import atomic_open
-from jaxmodels_benchmarks.harness import results_dir, time_alternating, write_results
+from jaxmodels_benchmarks.harness import pyplot, time_alternating, write_chart, write_results
 
 _MATRIX = (8192, 16384)  # 512 MiB of float32
 
@@ -157,11 +155,8 @@ def _prefill(ours, hf, length: int, vocab: int, runs: int) -> dict:
     return time_alternating({"ours": lambda: forward_logits(graphdef, state, jids), "theirs": theirs}, warmup=1, runs=runs)
 
 
-def _chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _chart(rows: list[dict]) -> None:
+    plt = pyplot()
 
     labels = [f"{r['dtype']}\nbatch {r['batch']}" for r in rows]
     x = np.arange(len(rows))
@@ -179,9 +174,7 @@ def _chart(rows: list[dict], path: Path) -> None:
     ax.set_title("Decode steps (prefill excluded)")
     ax.legend()
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    write_chart(fig, "decode-model.png")
 
 
 _INT8 = {"int8": None, "q8_0": 32}  # our int8 configurations: block size None (a scale per channel) or Q8_0's 32
@@ -265,4 +258,4 @@ def run(model_dir: str, *, new_tokens: int, prompt_tokens: int, prefill: int, ru
              + ", ".join(f"{d} {results[f'{d}/prefill_speedup']:.2f}x" for d in dtypes)
              + ". Chart: decode-model.png.")
     write_results("decode-model", results, rows, notes=notes, columns=columns)
-    _chart(rows, results_dir() / "decode-model.png")
+    _chart(rows)

@@ -34,8 +34,7 @@ import time
 from pathlib import Path
 
 from jaxmodels.compilation_cache import ENV_VAR, OFF
-from jaxmodels.io import atomic_open
-from jaxmodels_benchmarks.harness import results_dir, write_results
+from jaxmodels_benchmarks.harness import pyplot, write_chart, write_results
 
 IN_ALL = False  # needs --model
 
@@ -128,11 +127,8 @@ def _short(model: str, width: int = 16) -> str:
     return name if len(name) <= width else name[:width - 1] + "\u2026"
 
 
-def _chart(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def _chart(rows: list[dict]) -> None:
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4.5))
     x = range(len(rows))
@@ -148,9 +144,7 @@ def _chart(rows: list[dict], path: Path) -> None:
     ax.set_ylim(0, 1.45 * max(max(r["first token s"] for r in rows), TARGET_S))
     ax.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    write_chart(fig, "first-token.png")
 
 
 def main(argv: list[str]) -> None:
@@ -183,4 +177,4 @@ def main(argv: list[str]) -> None:
              f"the CLI's own --stats figures; imports etc. = first token - the three. Prompts: {args.prompt!r} and "
              f"{args.other_prompt!r}. Warm target {TARGET_S:g} s. " + "; ".join(verdicts) + ". Chart: first-token.png.")
     write_results("first-token", {"records": records, "target_s": TARGET_S}, rows, notes=notes)
-    _chart(rows, results_dir() / "first-token.png")
+    _chart(rows)
