@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxmodels import sharding
 from jaxmodels.layers.backend import inference_jit
 
 
@@ -158,6 +159,9 @@ def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: flo
     The program is compiled for the prompt length T and max_new_tokens each rounded up to a multiple of
     `bucket` (kept within the model's max_seq_len), so lengths within a bucket share one compilation; the
     tokens are those of the exact shapes (`bucket=None`), which compile for every new T and max_new_tokens.
+
+    A model placed on a mesh (`jaxmodels.sharding.shard_model`) generates there: rows split over the batch
+    axes (when they divide B), tensor-parallel heads and MLP as its parameters are split; the same tokens.
     """
     check_bucket(bucket)
     input_ids = np.asarray(input_ids)
@@ -186,6 +190,13 @@ def generate(model: nnx.Module, input_ids, max_new_tokens: int, temperature: flo
     p = min(round_up(t, bucket), limit - room)  # >= t
     ids, mask = left_pad(input_ids, attention_mask, p)
     graphdef, state = nnx.split(model)
-    tokens = _generate(graphdef, state, ids, mask, jax.random.key(seed), sampling, jnp.int32(max_new_tokens),
-                       room=room, eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
+    mesh = sharding.mesh_of(state)
+    if mesh is None:
+        tokens = _generate(graphdef, state, ids, mask, jax.random.key(seed), sampling, jnp.int32(max_new_tokens),
+                           room=room, eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
+    else:  # a sharded model (jaxmodels.sharding): the rows split over the batch axes, XLA partitions the rest
+        with jax.set_mesh(mesh):
+            tokens = _generate(graphdef, state, sharding.place_batch(ids, mesh), sharding.place_batch(mask, mesh),
+                               jax.random.key(seed), sampling, jnp.int32(max_new_tokens), room=room,
+                               eos_token_id=eos_token_id, pad_token_id=int(pad_token_id))
     return tokens[:, p - t:p + max_new_tokens]

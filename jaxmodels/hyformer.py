@@ -124,7 +124,8 @@ class PredictionHeadModule(nnx.Module):
     def __init__(self, d_model: int, num_labels: int, *, dropout: float = 0.1, param_dtype=jnp.float32,
                  rngs: nnx.Rngs):
         self.norm = LayerNorm(d_model, eps=1e-5, param_dtype=param_dtype)
-        self.classifier = Linear(d_model, num_labels, use_bias=True, param_dtype=param_dtype, rngs=rngs)
+        self.classifier = Linear(d_model, num_labels, use_bias=True, param_dtype=param_dtype,
+                                 axes=("embed", "labels"), rngs=rngs)
         self.dropout = dropout
 
     def __call__(self, pooled: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:

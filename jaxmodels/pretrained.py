@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import family as families
-from jaxmodels import quantize
+from jaxmodels import quantize, sharding
 from jaxmodels.checkpoint import CONFIG_NAME, FORMAT_KEY, QUANTIZATION_KEY, model_tensors, write_native
 from jaxmodels.family import Family, RemoteCode
 from jaxmodels.hf.convert import fill, param_shapes, plan_import
@@ -143,7 +143,7 @@ def _resolve_gguf(path: Path, model_type: str | None):
 
 
 def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, dtype=None,
-                    expected: type | None = None, weights=None) -> nnx.Module:
+                    expected: type | None = None, weights=None, mesh=None, rules=None) -> nnx.Module:
     """Loads a checkpoint directory (config.json + safetensors, single or sharded) into a Flax NNX model.
 
     Either format: ours (`save_pretrained`, or a training run directory holding one in model/), or a Hugging
@@ -156,6 +156,10 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
     (jaxmodels.quantize): a float checkpoint quantised per output channel, a GGUF file's Q8_0 tensors kept as
     they are (F32 / F16 / BF16 ones quantised as Q8_0). Our int8 checkpoints load as int8 (dtype None or "int8").
     `weights`: another reader with the SafetensorsCheckpoint interface (e.g. PyTorch .bin files).
+    `mesh` (a jax.sharding.Mesh, e.g. from jaxmodels.sharding.make_mesh): every tensor goes straight onto its
+    sharding by the parameters' logical axes and `rules` (default jaxmodels.sharding.DEFAULT_RULES) as it is
+    read, so the host holds one tensor at a time; a mesh that does not divide a dimension is refused before
+    anything is read. (dtype "int8" from a float checkpoint quantises on one device, then places the model.)
     """
     int8 = quantize.is_int8_dtype(dtype)
     gguf_file = gguf_in(path)
@@ -175,21 +179,38 @@ def from_pretrained(path: str | os.PathLike, *, model_type: str | None = None, d
                              f"(dtype None or 'int8'), not as {jnp.dtype(dtype).name}")
         abstract = quantize.abstract_int8(_abstract(family, resolved.config, cls),
                                           resolved.quantization["block_size"])
-        return quantize.fill_exact(abstract, weights, path)
+        return quantize.fill_exact(abstract, weights, path, place=_placer(abstract, mesh, rules))
     if int8 and source is not None:
         from jaxmodels.gguf.convert import load_int8
 
-        return load_int8(source)
+        from jaxmodels.layers.int8 import BLOCK
+
+        abstract = None if mesh is None else quantize.abstract_int8(source.abstract, BLOCK)
+        return load_int8(source, place=_placer(abstract, mesh, rules))
     dtype = np.dtype(np.float32) if int8 else check_dtype(family, dtype)
     with _scope(family, dtype):
         # A GGUF file's reader has built the abstract model already: one trace of the whole model fewer.
         if abstract is None or type(abstract) is not cls or family.dtype_scope is not None:
             abstract = _abstract(family, resolved.config, cls)
+        place = None if int8 else _placer(abstract, mesh, rules)
         if resolved.native:
-            model = fill(abstract, weights, None, dtype=dtype)
+            model = fill(abstract, weights, None, dtype=dtype, place=place)
         else:
-            model = fill(abstract, weights, family.table, tied=family.tied(resolved.config), dtype=dtype)
-    return quantize.quantize_int8(model) if int8 else model
+            model = fill(abstract, weights, family.table, tied=family.tied(resolved.config), dtype=dtype, place=place)
+    if not int8:
+        return model
+    model = quantize.quantize_int8(model)
+    return model if mesh is None else sharding.shard_model(model, mesh, rules or sharding.DEFAULT_RULES)
+
+
+def _placer(abstract: nnx.Module, mesh, rules):
+    """The loaders' `place` for `mesh` (None: the default device), after checking that the mesh divides
+    every parameter of the abstract model (so that a bad mesh is refused before any tensor is read)."""
+    if mesh is None:
+        return None
+    rules = sharding.DEFAULT_RULES if rules is None else rules
+    sharding.state_shardings(nnx.state(abstract, nnx.Param), mesh, rules)
+    return sharding.placer(mesh, rules)
 
 
 def _shard_bytes(max_shard_size) -> int | None:
@@ -332,9 +353,9 @@ class Pretrained:
                                max_shard_size=max_shard_bytes if max_shard_size is None else max_shard_size)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, dtype=None):
+    def from_pretrained(cls, path: str | os.PathLike, *, dtype=None, mesh=None, rules=None):
         """Our checkpoint directory, or a Hugging Face one of this class's family (see jaxmodels.from_pretrained)."""
-        return from_pretrained(path, dtype=dtype, expected=cls)
+        return from_pretrained(path, dtype=dtype, expected=cls, mesh=mesh, rules=rules)
 
     def export_hf(self, path: str | os.PathLike, **kwargs) -> Path:
         """A Hugging Face directory (see jaxmodels.export_hf)."""

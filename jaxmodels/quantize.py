@@ -97,12 +97,13 @@ def is_int8_dtype(dtype) -> bool:
     return dtype is not None and jnp.dtype(dtype) == jnp.int8
 
 
-def fill_exact(abstract: nnx.Module, weights, where: str | os.PathLike) -> nnx.Module:
+def fill_exact(abstract: nnx.Module, weights, where: str | os.PathLike, place=None) -> nnx.Module:
     """The abstract model with every parameter read from `weights` (keys(), shape(key), numpy_dtype(key),
     get(key), keyed by our parameter paths), one tensor at a time, int8 values and scales kept bit for bit.
 
     int8 values must be stored as int8 and scales in their dtype (float32 per channel, float16 in blocks);
     the other parameters may be any float dtype and are cast to the model's. Every problem is listed at once.
+    `place(key, var, array)` puts each on its device(s), as in `jaxmodels.hf.convert.fill`.
     """
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     flat = nnx.to_flat_state(params)
@@ -124,5 +125,8 @@ def fill_exact(abstract: nnx.Module, weights, where: str | os.PathLike) -> nnx.M
     if problems:
         raise CheckpointError(f"{where}: {len(problems)} problem(s) with the int8 weights:\n  "
                               + "\n  ".join(problems))
-    filled = [(path, var.replace(jnp.asarray(weights.get(param_key(path)), dtype=var.dtype))) for path, var in flat]
+    place = place or (lambda key, var, array: jnp.asarray(array))
+    filled = [(path, var.replace(place(param_key(path), var,
+                                       np.asarray(weights.get(param_key(path))).astype(var.dtype, copy=False))))
+              for path, var in flat]
     return nnx.merge(graphdef, nnx.from_flat_state(filled), rest)

@@ -126,21 +126,22 @@ def test_cli_errors_exit_cleanly(corpus, tmp_path, extra, message):
 
 
 def test_mesh_matches_one_device(corpus, tmp_path):
-    """data=2,fsdp=2 on 4 host CPU devices gives the losses of a single-device run."""
+    """data=2,fsdp=2 and fsdp=2,tensor=2 on 4 host CPU devices give the losses of a single-device run."""
     script = textwrap.dedent(f"""
         import json, sys
         from jaxmodels_training import hyformer as cli
         common = {COMMON!r} + ["--data", {corpus!r}, "--steps", "5", "--eval-every", "0"]
-        one = cli.train(cli.parse_args(common + ["--out", {str(tmp_path / 'one')!r}]))
-        four = cli.train(cli.parse_args(common + ["--out", {str(tmp_path / 'four')!r}, "--mesh", "data=2,fsdp=2"]))
-        print(json.dumps([one["train"], four["train"]]))
+        runs = [cli.train(cli.parse_args(common + ["--out", {str(tmp_path)!r} + f"/run{{i}}"] + mesh))["train"]
+                for i, mesh in enumerate([[], ["--mesh", "data=2,fsdp=2"], ["--mesh", "fsdp=2,tensor=2"]])]
+        print(json.dumps(runs))
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one, four = json.loads(proc.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose([l for _, l in four], [l for _, l in one], rtol=2e-5)
+    one, *meshes = json.loads(proc.stdout.strip().splitlines()[-1])
+    for losses in meshes:
+        np.testing.assert_allclose([l for _, l in losses], [l for _, l in one], rtol=2e-5)
 
 
 def test_ctrl_c_saves_and_resume_finishes(corpus, tmp_path):

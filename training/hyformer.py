@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import Hyformer, HyformerConfig, compilation_cache, generate
-from jaxmodels_training import sharding
+from jaxmodels_training.sharding import Placement
 from jaxmodels_training.data import Batches, TokenStream, load_documents
 from jaxmodels_training.masking import mask_tokens
 from jaxmodels_training.cli_args import add_optimisation_args, add_run_args
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--seq-len", type=int, default=128)
     r = add_run_args(p, demo_help="the `make demo` run: small model, a few minutes, samples")
     r.add_argument("--eval-batches", type=int, default=8)
-    r.add_argument("--mesh", help="data parallel + FSDP, e.g. data=2,fsdp=2 (default: one device)")
+    r.add_argument("--mesh", help="device mesh axis=size over data, fsdp, tensor, e.g. data=2,fsdp=2 or tensor=4 "
+                   "(default: one device; parameters placed by jaxmodels.sharding.DEFAULT_RULES)")
     r.add_argument("--sample-tokens", type=int, default=0, help="after training, sample this many tokens per prompt")
     return p
 
@@ -117,10 +118,7 @@ def train(args) -> dict:
     if args.task == "mlm" and tokenizer.mask_id is None:
         raise ValueError(f"--task mlm needs a mask token; tokenizer {tokenizer.name} has none")
     config = make_config(args, tokenizer.vocab_size)
-    mesh_sizes = sharding.parse_mesh(args.mesh)
-    mesh = sharding.make_mesh(mesh_sizes) if mesh_sizes else None
-    if mesh is not None and args.batch_size % (mesh_sizes["data"] * mesh_sizes["fsdp"]):
-        raise ValueError(f"--batch-size {args.batch_size} must be divisible by the mesh size {mesh_sizes}")
+    placement = Placement.from_args(args.mesh, args.batch_size)
     run = RunDir(args.out, run_identity(args, config, tokenizer), resume=args.resume, force=args.force)
 
     stream = TokenStream(load_documents(args.data, args.dataset, args.dataset_config, text_field=args.text_field),
@@ -132,14 +130,8 @@ def train(args) -> dict:
     graphdef, params = nnx.split(model, nnx.Param)
     schedule = make_schedule(args.lr, args.steps, args.warmup_steps, args.min_lr_ratio)
     tx = make_optimizer(schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
-    if mesh is not None:
-        params = sharding.shard_tree(params, mesh)
-    opt_state = jax.jit(tx.init)(params)
-    out_shardings = None
-    if mesh is not None:
-        opt_state = sharding.shard_tree(opt_state, mesh)
-        shard_of = partial(jax.tree.map, lambda x: x.sharding)
-        out_shardings = (shard_of(params), shard_of(opt_state), None)
+    params = placement.params(params)
+    opt_state, out_shardings = placement.init_optimizer(tx, params)
 
     state, start = restore_or_init(run, params, opt_state, resume=args.resume)
     log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
@@ -152,7 +144,7 @@ def train(args) -> dict:
     eval_step = make_eval_step(graphdef, partial(eval_loss_fn, **kw), compute_dtype=compute_dtype)
     base_key = jax.random.key(args.seed)
     eval_key = jax.random.fold_in(jax.random.key(args.seed), 2**31 - 1)
-    put = (lambda x: jax.device_put(x, sharding.batch_sharding(mesh))) if mesh is not None else jnp.asarray
+    put = placement.batch
 
     def evaluate(step, params):
         n = min(args.eval_batches, eval_batches.per_epoch)

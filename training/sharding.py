@@ -1,57 +1,55 @@
-"""Data parallel + FSDP over a `jax.sharding.Mesh` with axes ("data", "fsdp").
+"""The trainers' side of `jaxmodels.sharding`: a mesh from `--mesh`, parameters and optimizer state placed
+by the logical-axis rules, the step's output shardings, and batches split over the batch axes.
 
-The batch is split over both axes; each parameter (and its optimizer state) is split along its largest
-dimension divisible by the fsdp size and replicated over "data".
+Any mix of data, FSDP and tensor parallelism: `--mesh data=2,fsdp=2`, `--mesh tensor=4`, ... (axes
+jaxmodels.sharding.MESH_AXES). Without `--mesh` everything stays on the default device.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 
 import jax
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import jax.numpy as jnp
+from jax.sharding import Mesh
 
-AXES = ("data", "fsdp")
-
-
-def parse_mesh(spec: str | None) -> dict[str, int] | None:
-    """"data=2,fsdp=2" -> {"data": 2, "fsdp": 2}; None or "" -> None (one device, no mesh)."""
-    if not spec:
-        return None
-    sizes = {"data": 1, "fsdp": 1}
-    for part in spec.split(","):
-        name, _, value = part.partition("=")
-        name = name.strip()
-        if name not in AXES or not value.strip().isdigit() or int(value) < 1:
-            raise ValueError(f"--mesh {spec!r}: expected comma-separated axis=size with axes {AXES}, e.g. data=2,fsdp=2")
-        sizes[name] = int(value)
-    return sizes
+from jaxmodels import sharding
+from jaxmodels.sharding import DEFAULT_RULES, Rules
 
 
-def make_mesh(sizes: dict[str, int]) -> Mesh:
-    need = math.prod(sizes.values())
-    devices = jax.devices()
-    if need != len(devices):
-        raise ValueError(f"--mesh {sizes} needs {need} devices, found {len(devices)} "
-                         f"(on the CPU: XLA_FLAGS=--xla_force_host_platform_device_count={need})")
-    return Mesh(np.asarray(devices).reshape(sizes["data"], sizes["fsdp"]), AXES)
+@dataclasses.dataclass
+class Placement:
+    """Where a trainer's arrays live: `mesh` None means one device."""
 
+    mesh: Mesh | None
+    rules: Rules = DEFAULT_RULES
 
-def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
-    """Shards the largest dimension divisible by fsdp; replicates when none is."""
-    if fsdp > 1:
-        for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
-            if shape[axis] % fsdp == 0:
-                return P(*[("fsdp" if a == axis else None) for a in range(len(shape))])
-    return P()
+    @classmethod
+    def from_args(cls, mesh: str | None, batch_size: int, rules: Rules = DEFAULT_RULES) -> Placement:
+        """From a `--mesh` value; refuses a batch size the batch axes do not divide."""
+        sizes = sharding.parse_mesh(mesh)
+        if sizes is None:
+            return cls(None, rules)
+        placed = cls(sharding.make_mesh(sizes), rules)
+        sharding.check_batch(batch_size, placed.mesh, rules)
+        return placed
 
+    def params(self, params):
+        """An nnx.State of parameters, placed on the mesh by their logical axes."""
+        return params if self.mesh is None else sharding.shard_state(params, self.mesh, self.rules)
 
-def shard_tree(tree, mesh: Mesh):
-    """Places every array of `tree` on the mesh with `param_spec`."""
-    fsdp = mesh.shape["fsdp"]
-    return jax.tree.map(lambda x: jax.device_put(x, NamedSharding(mesh, param_spec(x.shape, fsdp))), tree)
+    def init_optimizer(self, tx, params):
+        """(tx.init(params) placed like the parameters, the train step's out_shardings or None)."""
+        if self.mesh is None:
+            return jax.jit(tx.init)(params), None
+        param_sh = sharding.state_shardings(params, self.mesh, self.rules)
+        abstract = jax.eval_shape(tx.init, params)
+        opt_sh = sharding.optimizer_shardings(tx, abstract, param_sh, self.mesh)
+        opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+        return opt_state, (param_sh, opt_sh, None)
 
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(AXES))
+    def batch(self, x):
+        """A host batch [B, ...] -> a device array, split over the batch axes of the mesh."""
+        if self.mesh is None:
+            return jnp.asarray(x)
+        return jax.device_put(x, sharding.batch_sharding(self.mesh, x.ndim, self.rules))

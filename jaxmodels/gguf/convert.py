@@ -174,11 +174,12 @@ class Int8Weights:
         return values if key == weight else scales
 
 
-def load_int8(source: GGUFSource) -> nnx.Module:
+def load_int8(source: GGUFSource, place=None) -> nnx.Module:
     """The GGUF file's model with every Linear and Embed int8 in Q8_0 blocks: a Q8_0 tensor's values and scales
-    exactly, an F32 / F16 / BF16 one quantised as Q8_0; norms and biases dequantised to float32."""
+    exactly, an F32 / F16 / BF16 one quantised as Q8_0; norms and biases dequantised to float32. `place`: as
+    in `jaxmodels.quantize.fill_exact`."""
     quantized = quantize.abstract_int8(source.abstract, int8.BLOCK)
-    return quantize.fill_exact(quantized, Int8Weights(source, quantized), source.file.path)
+    return quantize.fill_exact(quantized, Int8Weights(source, quantized), source.file.path, place=place)
 
 
 def planned_tensors(source: GGUFSource, dtype: np.dtype | None) -> list[PlannedTensor]:

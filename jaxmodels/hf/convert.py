@@ -95,10 +95,16 @@ def stored_key(ours: str, table: KeyTable | None) -> str:
 
 
 def fill(abstract: nnx.Module, ckpt: SafetensorsCheckpoint, table: KeyTable | None, *, tied=None,
-         dtype=None) -> nnx.Module:
-    """Returns the abstract model with every parameter read from ckpt (one tensor at a time)."""
+         dtype=None, place=None) -> nnx.Module:
+    """Returns the abstract model with every parameter read from ckpt, one tensor at a time: each is read,
+    cast to `dtype` (default: the parameter's) on the host and handed to `place(key, var, array)` (default:
+    onto the default device; `jaxmodels.sharding.placer` for a mesh) before the next one is read."""
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     plan = {s.ours: s for s in plan_import(param_shapes(abstract), ckpt, table, tied=tied)}
-    filled = [(path, var.replace(jnp.asarray(plan[param_key(path)].load(ckpt), dtype=dtype or var.dtype)))
-              for path, var in nnx.to_flat_state(params)]
+    place = place or (lambda key, var, array: jnp.asarray(array))
+    filled = []
+    for path, var in nnx.to_flat_state(params):
+        key = param_key(path)
+        array = np.asarray(plan[key].load(ckpt)).astype(dtype or var.dtype, copy=False)
+        filled.append((path, var.replace(place(key, var, array))))
     return nnx.merge(graphdef, nnx.from_flat_state(filled), rest)

@@ -79,10 +79,11 @@ class Attention(nnx.Module):
         if n_heads % n_kv_heads:
             raise ValueError(f"n_heads={n_heads} must be a multiple of n_kv_heads={n_kv_heads}")
         kw = dict(param_dtype=param_dtype, rngs=rngs)
-        self.q_proj = Linear(d_model, (n_heads, head_dim), use_bias=qkv_bias, **kw)
-        self.k_proj = Linear(d_model, (n_kv_heads, head_dim), use_bias=qkv_bias, **kw)
-        self.v_proj = Linear(d_model, (n_kv_heads, head_dim), use_bias=qkv_bias, **kw)
-        self.o_proj = Linear((n_heads, head_dim), d_model, use_bias=o_bias, **kw)
+        q_axes, kv_axes = ("embed", "heads", "head_dim"), ("embed", "kv_heads", "head_dim")
+        self.q_proj = Linear(d_model, (n_heads, head_dim), use_bias=qkv_bias, axes=q_axes, **kw)
+        self.k_proj = Linear(d_model, (n_kv_heads, head_dim), use_bias=qkv_bias, axes=kv_axes, **kw)
+        self.v_proj = Linear(d_model, (n_kv_heads, head_dim), use_bias=qkv_bias, axes=kv_axes, **kw)
+        self.o_proj = Linear((n_heads, head_dim), d_model, use_bias=o_bias, axes=("heads", "head_dim", "embed"), **kw)
         norm = dict(flavour=norm_flavour, eps=norm_eps, param_dtype=param_dtype)
         self.q_norm = rms_norm(head_dim, **norm) if qk_norm else None
         self.k_norm = rms_norm(head_dim, **norm) if qk_norm else None

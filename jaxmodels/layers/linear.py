@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmodels.layers import backend, dense, int8, skinny
+from jaxmodels.layers.axes import param
 
 _INIT_STD = 0.02
 
@@ -34,16 +35,24 @@ class Linear(nnx.Module):
 
     Quantised (`quantize_int8`): kernel int8 and scale float32 [*out_shape] (per output channel) or float16
     [K/32, *out_shape] (Q8_0 blocks of 32 of the K = prod(in_shape) inputs); `scale` is None otherwise.
+    `axes` names the kernel's dimensions (`jaxmodels.layers.axes`; None: all unnamed); the bias and the
+    scales take the names of the output dimensions.
     """
 
     def __init__(self, in_shape, out_shape, *, use_bias: bool = False, param_dtype=jnp.float32,
-                 init_std: float = _INIT_STD, layers: str = "auto", rngs: nnx.Rngs):
+                 init_std: float = _INIT_STD, layers: str = "auto", axes: Sequence[str | None] | None = None,
+                 rngs: nnx.Rngs):
         self.in_shape, self.out_shape = _shape(in_shape), _shape(out_shape)
         self.layers = backend.check(layers)
+        self.axes = tuple(axes) if axes is not None else (None,) * (len(self.in_shape) + len(self.out_shape))
         key = rngs.params()
-        self.kernel = nnx.Param(init_std * jax.random.normal(key, self.in_shape + self.out_shape, param_dtype))
-        self.bias = nnx.Param(jnp.zeros(self.out_shape, param_dtype)) if use_bias else None
+        self.kernel = param(init_std * jax.random.normal(key, self.in_shape + self.out_shape, param_dtype), self.axes)
+        self.bias = param(jnp.zeros(self.out_shape, param_dtype), self.out_axes) if use_bias else None
         self.scale = None
+
+    @property
+    def out_axes(self) -> tuple[str | None, ...]:
+        return self.axes[len(self.in_shape):]
 
     def quantize_int8(self, block_size: int | None = None) -> None:
         """Replaces the kernel by int8 values and adds their scales (jaxmodels.layers.int8), in place."""
@@ -51,9 +60,11 @@ class Linear(nnx.Module):
             raise ValueError("this Linear is int8 already")
         q, scale = int8.quantize_kn(self.flat_kernel(), block_size)
         k = math.prod(self.in_shape)
-        self.kernel = nnx.Param(q.reshape(self.in_shape + self.out_shape))
+        self.kernel = param(q.reshape(self.in_shape + self.out_shape), self.axes)
+        scale = scale.reshape(int8.scale_shape(k, self.out_shape, block_size))
+        scale_axes = (None,) * (scale.ndim - len(self.out_shape)) + self.out_axes  # Q8_0: [K/32, *out]
         # nnx.data: `scale` was None, a static attribute, until now
-        self.scale = nnx.data(nnx.Param(scale.reshape(int8.scale_shape(k, self.out_shape, block_size))))
+        self.scale = nnx.data(param(scale, scale_axes))
 
     def flat_kernel(self) -> jax.Array:
         """The kernel as a matrix [prod(in_shape), prod(out_shape)], in its stored dtype."""
@@ -135,7 +146,8 @@ class Embed(nnx.Module):
     def __init__(self, vocab_size: int, dim: int, *, param_dtype=jnp.float32, layers: str = "auto",
                  rngs: nnx.Rngs):
         self.layers = backend.check(layers)
-        self.weight = nnx.Param(_INIT_STD * jax.random.normal(rngs.params(), (vocab_size, dim), param_dtype))
+        self.weight = param(_INIT_STD * jax.random.normal(rngs.params(), (vocab_size, dim), param_dtype),
+                            ("vocab", "embed"))
         self.scale = None
 
     @property
@@ -148,7 +160,8 @@ class Embed(nnx.Module):
         if self.scale is not None:
             raise ValueError("this Embed is int8 already")
         q, scale = int8.quantize_rows(self.weight[...], block_size)
-        self.weight, self.scale = nnx.Param(q), nnx.data(nnx.Param(scale))  # scale: see Linear.quantize_int8
+        # scale [V] or [V, D/32]; nnx.data: see Linear.quantize_int8
+        self.weight, self.scale = param(q, ("vocab", "embed")), nnx.data(param(scale, ("vocab", None)[: scale.ndim]))
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         """ids [B, T] int -> [B, T, D]."""

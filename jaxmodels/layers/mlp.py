@@ -54,9 +54,9 @@ class GatedMLP(nnx.Module):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = activation
         kw = dict(use_bias=use_bias, param_dtype=param_dtype, rngs=rngs)
-        self.gate_proj = Linear(d_model, ffn_dim, **kw)
-        self.up_proj = Linear(d_model, ffn_dim, **kw)
-        self.down_proj = Linear(ffn_dim, d_model, **kw)
+        self.gate_proj = Linear(d_model, ffn_dim, axes=("embed", "mlp"), **kw)
+        self.up_proj = Linear(d_model, ffn_dim, axes=("embed", "mlp"), **kw)
+        self.down_proj = Linear(ffn_dim, d_model, axes=("mlp", "embed"), **kw)
 
     def __call__(self, x: jax.Array, *, layers: str = "auto") -> jax.Array:
         """x [B, T, D] -> [B, T, D]; `layers` "auto", "tuned" or "plain" (`jaxmodels.layers.backend`)."""

@@ -6,12 +6,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxmodels.layers.axes import param
+
 
 class RMSNorm(nnx.Module):
     """w * x / sqrt(mean(x^2) + eps) over the last axis."""
 
     def __init__(self, dim: int, *, eps: float = 1e-6, param_dtype=jnp.float32):
-        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.weight = param(jnp.ones((dim,), param_dtype), ("norm",))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -24,7 +26,7 @@ class OffsetRMSNorm(nnx.Module):
     """(1 + w) * x / sqrt(mean(x^2) + eps) over the last axis, the product in float32 too (Gemma); w starts at 0."""
 
     def __init__(self, dim: int, *, eps: float = 1e-6, param_dtype=jnp.float32):
-        self.weight = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.weight = param(jnp.zeros((dim,), param_dtype), ("norm",))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -47,8 +49,8 @@ class LayerNorm(nnx.Module):
     """(x - mean) / sqrt(var + eps) * w + b over the last axis (biased variance, as torch.nn.LayerNorm)."""
 
     def __init__(self, dim: int, *, eps: float = 1e-5, param_dtype=jnp.float32):
-        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
-        self.bias = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.weight = param(jnp.ones((dim,), param_dtype), ("norm",))
+        self.bias = param(jnp.zeros((dim,), param_dtype), ("norm",))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:

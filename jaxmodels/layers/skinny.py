@@ -23,8 +23,11 @@ MAX_ROWS = 16
 
 
 def applies(x: jax.Array) -> bool:
-    """Whether the kernels take x [..., K]: at most MAX_ROWS rows, and the kernels built here."""
-    return math.prod(x.shape[:-1]) <= MAX_ROWS and matvec.available()
+    """Whether the kernels take x [..., K]: at most MAX_ROWS rows, the kernels built here, and no mesh of
+    several devices in force (`jax.set_mesh`): XLA cannot partition the kernels' custom call, so under a
+    mesh it would gather every sharded weight to each device at every step; XLA's dots partition."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return math.prod(x.shape[:-1]) <= MAX_ROWS and (mesh.empty or mesh.size == 1) and matvec.available()
 
 
 def _float_kernel(w: jax.Array, scale: jax.Array | None) -> jax.Array:
