@@ -66,6 +66,9 @@ class DecoderSpec:
     embed_scale: float | None = None  # embeddings times this, cast to their dtype first (Gemma: sqrt(D))
     attn_scale: float | None = None  # score scale; None: head_dim ** -0.5
     logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap), applied by the LM head
+    # Activation checkpointing: without a cache, each block's activations are recomputed in the backward
+    # pass instead of stored (only the block inputs are kept); the same values and gradients.
+    remat: bool = False
 
     def __post_init__(self):
         backend.check(self.layers, source="DecoderSpec.layers")
@@ -124,6 +127,14 @@ class Block(nnx.Module):
         return x, cache
 
 
+def _checkpointed(block: Block, x, positions, mask, inv_freq, key, layers: str):
+    """block(x) [B, T, D] -> [B, T, D] without a cache, its activations recomputed in the backward pass."""
+    def run(block, x, positions, mask, inv_freq, key):
+        return block(x, positions, mask, inv_freq, None, None, key, layers=layers)[0]
+
+    return nnx.remat(run)(block, x, positions, mask, inv_freq, key)
+
+
 def _is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
@@ -154,6 +165,12 @@ class Decoder(nnx.Module):
         for _, module in nnx.iter_modules(self):
             if isinstance(module, (Linear, Embed)):
                 module.layers = layers
+        return self
+
+    def use_remat(self, remat: bool = True) -> Decoder:
+        """Turns activation checkpointing of the blocks on or off (spec.remat), in place; returns the model.
+        Like `use_layers`, it changes the graph definition: jitted functions of the model retrace."""
+        self.spec = dataclasses.replace(self.spec, remat=bool(remat))
         return self
 
     def init_cache(self, batch: int, max_len: int | None = None, dtype=None) -> KVCache:
@@ -221,8 +238,11 @@ class Decoder(nnx.Module):
         for i, block in enumerate(self.blocks):
             layer_cache = None if kv_caches is None else kv_caches.layers[i]
             kind = self.spec.layer_type(i)
-            x, layer_cache = block(x, positions, masks[kind], inv_freqs[kind], layer_cache, index, keys[i],
-                                   layers=layers)
+            if self.spec.remat and layer_cache is None:
+                x = _checkpointed(block, x, positions, masks[kind], inv_freqs[kind], keys[i], layers)
+            else:
+                x, layer_cache = block(x, positions, masks[kind], inv_freqs[kind], layer_cache, index, keys[i],
+                                       layers=layers)
             new_layers.append(layer_cache)
         x = self.final_norm(x)
         if kv_caches is not None:
