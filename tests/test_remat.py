@@ -22,7 +22,7 @@ def test_remat_same_gradients_and_checkpointed_blocks(layers):
         graphdef, params = nnx.split(model, nnx.Param)
         loss = lambda p: nnx.merge(graphdef, p)(ids, labels=ids).loss
         jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
-        results[remat] = jax.jit(jax.value_and_grad(loss))(params), jaxpr.count("checkpoint")
+        results[remat] = jax.jit(jax.value_and_grad(loss))(params), jaxpr.count("remat")  # the jax.checkpoint primitive
     (loss0, grads0), regions0 = results[False]
     (loss1, grads1), regions1 = results[True]
     assert regions0 == 0 and regions1 == CONFIG.num_hidden_layers
