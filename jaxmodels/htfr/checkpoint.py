@@ -6,13 +6,16 @@ predicts and trains identically. Controls are stored in the original's [M, O, 3]
 
 The original's (`load_original_checkpoint` / `save_original_checkpoint`): keys `{stage}_tensor_*` (float16),
 `{stage}_model_*`, `{stage}_srht_*`, `{stage}_cs_*`, `{stage}_metadata_json` and the top-level vocabulary keys.
-Loading keeps the saved per-tensor interpolations (the original re-randomised them on load).
+The original stores every scalar (numbers, flags, strings, JSON) as a 1-element array and reads it back with
+`[0]`; we write it so, and read 1-element and 0-d arrays alike. Loading keeps the saved per-tensor
+interpolations (the original re-randomised them on load).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -81,6 +84,10 @@ def load_field(path) -> HTFRModel:
 # ---- the original's HTFT checkpoint -------------------------------------------------------------------------
 
 _MODEL_FLOATS = ("eta", "eta_g", "epsilon", "max_knn_radius", "locality_radius", "interpolation_reference")
+# Keys of the original's archive that hold one scalar, after the stage prefix "{p}_" (or at the top level).
+_SCALAR_KEY = re.compile(r"(?:\w+_)?(?:model_\w+|metadata_json|srht_count|raw_dim|srht_\d+_srht_(?:input_dim|"
+                         r"padded_dim|target_dim|block_size|block_eps|scale|tile_count)|cs_(?:input_dim|output_dim)|"
+                         r"unk_index|tail_config_json)")
 
 
 @dataclasses.dataclass
@@ -106,10 +113,24 @@ def _stage_prefixes(a: dict) -> list[str]:
     return sorted({k[:-len("_tensor_normals")] for k in a if k.endswith("_tensor_normals")})
 
 
-def load_original_checkpoint(path, *, dtype=jnp.float32) -> OriginalCheckpoint:
+def _scalars_0d(a: dict, path) -> dict[str, np.ndarray]:
+    """The archive with every scalar key as a 0-d array: the original wrote 1-element arrays ([6], ["softmax"]),
+    our earlier writer 0-d ones; anything else under a scalar key is refused."""
+    out = dict(a)
+    for k, v in a.items():
+        if _SCALAR_KEY.fullmatch(k):
+            if v.size != 1 or v.ndim > 1:
+                raise ValueError(f"{path}: {k} must hold one value (a 1-element or 0-d array), got shape {v.shape}")
+            out[k] = v.reshape(())
+    return out
+
+
+def load_original_checkpoint(path, *, dtype=jnp.float32, keep_reference_radius: bool = False) -> OriginalCheckpoint:
     """Reads the original's `save_htft_checkpoint` archive. State is converted to `dtype` (float32 default);
-    the saved interpolation of every tensor is kept."""
-    a = _load(path)
+    the saved interpolation of every tensor is kept. Each tensor's reference radius is the stage's
+    interpolation reference, as the original's model sets it on load; keep_reference_radius keeps the saved
+    (float16) per-tensor `reference_radius` instead."""
+    a = _scalars_0d(_load(path), path)
     prefixes = _stage_prefixes(a)
     if not prefixes:
         raise KeyError(f"{path}: no '<stage>_tensor_normals' key; not an original HTFT checkpoint")
@@ -133,9 +154,11 @@ def load_original_checkpoint(path, *, dtype=jnp.float32) -> OriginalCheckpoint:
             weights = json.loads(str(a[f"{p}_model_interpolation_weights"]) or "{}")
             cfg["interpolation_weights"] = tuple(sorted((k, float(v)) for k, v in weights.items()))
         config = HTFRConfig(**cfg)
+        m = a[t + "deltas"].shape[0]
+        ref = a[t + "reference_radius"] if keep_reference_radius else np.full(m, config.reference, np.float32)
         arrays = {"normals": a[t + "normals"].astype(np.float32), "deltas": a[t + "deltas"],
                   "dneg": a[t + "dneg"], "dpos": a[t + "dpos"], "taus": a[t + "taus"],
-                  "controls": a[t + "controls"].astype(np.float32), "ref_radius": a[t + "reference_radius"],
+                  "controls": a[t + "controls"].astype(np.float32), "ref_radius": ref,
                   "interp": np.array([interpolation_id(str(n)) for n in a[t + "interpolations"]], np.int32)}
         model = HTFRModel.from_arrays(arrays, config, dtype=dtype)
         own = (f"{p}_tensor_", f"{p}_model_", f"{p}_metadata_json")
@@ -151,8 +174,14 @@ def load_original_checkpoint(path, *, dtype=jnp.float32) -> OriginalCheckpoint:
         metadata=json.loads(str(a["metadata_json"])) if "metadata_json" in a else None)
 
 
+def _one(value, dtype=None) -> np.ndarray:
+    """A scalar as the original stores it: a 1-element array (its reader takes `[0]`)."""
+    return np.array([value], dtype=dtype)
+
+
 def save_original_checkpoint(path, ckpt: OriginalCheckpoint) -> None:
-    """Writes `ckpt` in the original's key layout and dtypes (tensor state as float16, compressed)."""
+    """Writes `ckpt` in the original's key layout and dtypes (tensor state as float16, every scalar as a
+    1-element array, compressed)."""
     out: dict[str, np.ndarray] = {}
     for p, stage in ckpt.stages.items():
         s, c = stage.model.state, stage.model.config
@@ -162,25 +191,26 @@ def save_original_checkpoint(path, ckpt: OriginalCheckpoint) -> None:
                     f"{p}_tensor_taus": f16(s.taus), f"{p}_tensor_reference_radius": f16(s.ref_radius),
                     f"{p}_tensor_controls": f16(np.transpose(np.asarray(s.controls), (0, 2, 1))),
                     f"{p}_tensor_interpolations": np.array(stage.model.interpolations, dtype="U16")})
-        out.update({f"{p}_model_top_k": np.int64(c.top_k), f"{p}_model_train_top_k": np.int64(c.train_top_k),
-                    f"{p}_model_eta": np.float64(c.eta), f"{p}_model_eta_g": np.float64(c.eta_g),
-                    f"{p}_model_epsilon": np.float64(c.epsilon), f"{p}_model_weight_mode": np.array(c.weight_mode),
-                    f"{p}_model_max_knn_radius": np.float64(c.max_knn_radius),
-                    f"{p}_model_locality_radius": np.float64(c.radius),
-                    f"{p}_model_interpolation_reference": np.float64(c.reference),
-                    f"{p}_model_randomize_interpolations": np.bool_(c.randomize_interpolations),
-                    f"{p}_model_interpolation_weights": np.array(json.dumps(dict(c.interpolation_weights)))})
+        out.update({f"{p}_model_top_k": _one(c.top_k, np.int32),
+                    f"{p}_model_train_top_k": _one(c.train_top_k, np.int32),
+                    f"{p}_model_eta": _one(c.eta), f"{p}_model_eta_g": _one(c.eta_g),
+                    f"{p}_model_epsilon": _one(c.epsilon), f"{p}_model_weight_mode": _one(c.weight_mode),
+                    f"{p}_model_max_knn_radius": _one(c.max_knn_radius),
+                    f"{p}_model_locality_radius": _one(c.radius),
+                    f"{p}_model_interpolation_reference": _one(c.reference),
+                    f"{p}_model_randomize_interpolations": _one(c.randomize_interpolations),
+                    f"{p}_model_interpolation_weights": _one(json.dumps(dict(c.interpolation_weights)))})
         if stage.projector is not None:
-            out.update({f"{p}_{k}": v for k, v in stage.projector.to_dict().items()})
+            out.update({f"{p}_{k}": v.reshape(1) if v.ndim == 0 else v for k, v in stage.projector.to_dict().items()})
         else:
-            out[f"{p}_srht_count"] = np.int64(0)
-        out[f"{p}_metadata_json"] = np.array(json.dumps(stage.metadata))
+            out[f"{p}_srht_count"] = _one(0)
+        out[f"{p}_metadata_json"] = _one(json.dumps(stage.metadata))
     if ckpt.mapping is not None:
         out["mapping"] = np.asarray(ckpt.mapping)
     if ckpt.shortlist is not None:
         out["shortlist"] = np.asarray(ckpt.shortlist)
     if ckpt.unk_index is not None:
-        out["unk_index"] = np.int64(ckpt.unk_index)
-    out["tail_config_json"] = np.array(json.dumps(ckpt.tail_config or {}))
-    out["metadata_json"] = np.array(json.dumps(ckpt.metadata or {}))
+        out["unk_index"] = _one(ckpt.unk_index)
+    out["tail_config_json"] = _one(json.dumps(ckpt.tail_config or {}))
+    out["metadata_json"] = _one(json.dumps(ckpt.metadata or {}))
     _atomic_savez(Path(path), out, compressed=True)

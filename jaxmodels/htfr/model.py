@@ -62,11 +62,19 @@ class HTFRModel:
 
     @classmethod
     def from_tensors(cls, tensors: list[Hypertensor], config: HTFRConfig | None = None, *, seed: int = 0,
-                     dtype=jnp.float32) -> "HTFRModel":
-        """From Hypertensor objects, keeping each tensor's interpolation (never re-randomised)."""
+                     dtype=jnp.float32, keep_reference_radius: bool = False) -> "HTFRModel":
+        """From Hypertensor objects, keeping each tensor's interpolation (never re-randomised).
+
+        Every tensor's reference radius (the wavelet interpolation's scale floor) becomes the config's
+        interpolation reference (5 * max_knn_radius by default), as the original's model sets it at
+        construction; keep_reference_radius keeps each tensor's own `reference_radius` instead."""
         if not tensors:
             raise ValueError("HTFRModel.from_tensors: no tensors given; the field would be empty (M = 0)")
-        return cls.from_arrays(_stack(tensors), config, seed=seed, dtype=dtype)
+        config = config or HTFRConfig()
+        arrays = _stack(tensors)
+        if not keep_reference_radius:
+            arrays["ref_radius"] = np.full(len(tensors), config.reference, np.float32)
+        return cls.from_arrays(arrays, config, seed=seed, dtype=dtype)
 
     def tensors(self) -> list[Hypertensor]:
         """The field as Hypertensor objects (float32)."""
@@ -156,13 +164,16 @@ class HTFRModel:
     def predict_and_update(self, x, y, loss: str = "mse", *, train: bool = True, mode: str = "sequential",
                            return_losses: bool = False):
         """x [D] or [B, D], targets y ([O] / [B, O], or int labels for logits_ce) -> predictions before the
-        update ([O] or [B, O]); with return_losses also the per-sample losses. train=False only evaluates."""
+        update ([O] or [B, O]); with return_losses also the per-sample losses.
+
+        Training selects train_top_k tensors per sample; train=False only evaluates, from top_k tensors (as the
+        original, and as `predict`)."""
         if mode not in MODES:
             raise ValueError(f"HTFRModel.predict_and_update: mode {mode!r} is not one of {MODES}")
         x2, single = self._inputs(x, "predict_and_update")
         y2 = self._targets(y, x2.shape[0], loss, "predict_and_update")
         if not train:
-            yhat, losses = field.evaluate(self.state, jnp.asarray(x2), jnp.asarray(y2), k=self.config.train_top_k,
+            yhat, losses = field.evaluate(self.state, jnp.asarray(x2), jnp.asarray(y2), k=self.config.top_k,
                                           cfg=self.config, loss=loss)
             yhat, losses = np.asarray(yhat), np.asarray(losses)
         else:
