@@ -4,10 +4,13 @@ For every window start s in 0, stride, 2 stride, ... (while s + seq_len < len(st
 stream[s : s + W], the final-normed hidden states [W, H], the target = stream[s + W] (the next token), and
 optionally the teacher's logits at the window's last position [V], and the teacher's RoPE phases [W, 2] when it
 uses rotary positions (`rope_frequencies`; see `jaxmodels.htft.rope_phases`). Two sources:
-- `HFTeacher`: any Hugging Face causal LM directory, run through transformers (PyTorch, CPU, batched), our
-  Hyformer exports (`jaxmodels-convert to-hf`) included, with our registered modeling code (no remote code);
-- `FlaxTeacher`: one of our Flax decoders (`jaxmodels.from_pretrained`), through `hidden_states`.
-`interop.teacher_load.load_teacher` picks one for a directory. `capture` caches the result on disk under a key
+- `FlaxTeacher`: one of our Flax decoders (`jaxmodels.from_pretrained`: our checkpoints, and Hugging Face
+  directories of the families we implement, e.g. Llama / SmolLM2, Gemma 3, Qwen, Mistral), through
+  `hidden_states`, in JAX (no torch);
+- `HFTeacher`: any Hugging Face causal LM directory (by default those of families we do not implement), run
+  through transformers (PyTorch, CPU, batched), our Hyformer exports (`jaxmodels-convert to-hf`) included, with
+  our registered modeling code (no remote code).
+`interop.teacher_load.load_teacher` picks one for a directory (`backend=`). `capture` caches the result on disk under a key
 hashing the teacher's files, the token stream and the settings, so a second run with the same teacher and data
 reads it back instead of recomputing.
 """
@@ -93,6 +96,8 @@ class HFTeacher:
     directory's own tokenizer files, e.g. for a byte-level Hyformer exported by `jaxmodels-convert to-hf`.
     """
 
+    backend = "torch"
+
     def __init__(self, model_dir, *, tokenizer=None, dtype: str = "float32"):
         import torch
         import transformers
@@ -174,7 +179,10 @@ class HFTeacher:
 
 
 class FlaxTeacher:
-    """One of our Flax decoders; `tokenizer` is any object with `encode(text) -> ids` (e.g. jaxmodels.tokenizer's)."""
+    """One of our Flax decoders (`jaxmodels.from_pretrained` of our checkpoint or of a Hugging Face directory of a
+    family we implement); `tokenizer` is any object with `encode(text) -> ids` (e.g. jaxmodels.tokenizer's)."""
+
+    backend = "jax"
 
     def __init__(self, model, tokenizer, *, name: str, fingerprint: str):
         spec = model.spec
@@ -191,12 +199,16 @@ class FlaxTeacher:
         return np.asarray(self.tokenizer.encode(text), np.int64)
 
     def rope_frequencies(self) -> np.ndarray:
-        """The rotary frequencies [F] our decoder uses (`scaled_inverse_frequencies` of its spec)."""
+        """The rotary frequencies [F] our decoder uses (`scaled_inverse_frequencies` of its spec): the full
+        attention layers', or the sliding layers' when every layer slides (as HFTeacher reads transformers')."""
         from jaxmodels.layers.rope import scaled_inverse_frequencies
 
         spec = self.model.spec
-        return np.asarray(scaled_inverse_frequencies(spec.head_dim, spec.rope_theta, dict(spec.rope_scaling)),
-                          np.float64)
+        theta, scaling = spec.rope_theta, spec.rope_scaling
+        types = {spec.layer_type(i) for i in range(spec.n_layers)}
+        if spec.local_rope_theta is not None and "full_attention" not in types:
+            theta, scaling = spec.local_rope_theta, spec.local_rope_scaling
+        return np.asarray(scaled_inverse_frequencies(spec.head_dim, theta, dict(scaling)), np.float64)
 
     def run(self, ids: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import jax.numpy as jnp
@@ -208,13 +220,19 @@ class FlaxTeacher:
 @functools.cache
 def _flax_forward():
     """The jitted forward of our decoders: (model, ids [B, W]) -> (final hidden states [B, W, H], last-position
-    logits [B, V]); compiled once per model and shape."""
+    logits [B, V]); compiled once per model and shape. The LM head runs on the last position only (the models'
+    own call computes all W; at SmolLM2's 49152 tokens that is 18% of the forward at W = 32)."""
+    import jax.numpy as jnp
     from flax import nnx
 
     @nnx.jit
     def forward(model, ids):
-        out = model(ids)
-        return out.extras["hidden_states"], out.logits[:, -1]
+        hidden, _ = model.hidden_states(ids, causal=True)  # [B, W, H]
+        head = getattr(model, "lm_head", None)
+        head = model.embed if head is None else head  # tied: decode with the embedding
+        logits = head.decode(hidden[:, -1:], layers=model.spec.layers)[:, 0]  # [B, V]
+        cap = model.spec.logit_softcap
+        return hidden, logits if cap is None else jnp.tanh(logits / cap) * cap
 
     return forward
 

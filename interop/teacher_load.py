@@ -3,12 +3,15 @@
 DIR is one of:
 - a Hugging Face hub id (`google/gemma-3-270m`, the seed's default) that is not a local path: resolved to a local
   snapshot by `huggingface_hub.snapshot_download` (the local cache first, then the hub, with `--hf-token`);
-- a Hugging Face causal LM directory (config.json, weights, tokenizer files) -> `HFTeacher` (transformers);
 - one of our checkpoint directories (config.json with `jaxmodels_version`, e.g. `runs/h1/model`) or a training run
-  directory holding one in `model/` -> `FlaxTeacher` (`jaxmodels.from_pretrained`).
+  directory holding one in `model/` -> `FlaxTeacher` (`jaxmodels.from_pretrained`);
+- a Hugging Face causal LM directory (config.json, weights, tokenizer files): of a family we implement
+  (`jaxmodels.family.model_types()`: llama, gemma3_text, qwen2, ...) -> `FlaxTeacher` in JAX, no torch; of any
+  other -> `HFTeacher` (transformers, PyTorch). `backend="torch"` (`--teacher-backend torch`) takes transformers
+  for our families too, `backend="jax"` refuses a family we do not implement.
 The tokenizer: `--tokenizer bytes` (jaxmodels.tokenizer.ByteTokenizer) or `--tokenizer TOKDIR` (its tokenizer.json)
-when given; otherwise an HF directory's own tokenizer files, and for our checkpoints a tokenizer.json next to the
-weights, else the one the training run recorded in run.json.
+when given; otherwise an HF directory's own tokenizer files (tokenizer.json for the JAX teacher), and for our
+checkpoints a tokenizer.json next to the weights, else the one the training run recorded in run.json.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from jaxmodels_interop.teacher import FlaxTeacher, HFTeacher, TeacherError, sha256_files
 
 BYTES = "bytes"
+BACKENDS = ("auto", "jax", "torch")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]  # config, weights, tokenizer files
 
@@ -101,9 +105,10 @@ def load_flax_teacher(model_dir: Path, tokenizer=None, *, name: str | None = Non
     if tokenizer is None and run.get("tokenizer") is not None:
         tokenizer = load_tokenizer_arg(run["tokenizer"])
     if tokenizer is None:
-        raise TeacherError(f"--model {name or model_dir}: a jaxmodels checkpoint with no tokenizer (no tokenizer.json "
-                           f"there, no run.json naming one); pass --tokenizer DIR (a directory with tokenizer.json) "
-                           f"or --tokenizer bytes")
+        kind = "a jaxmodels checkpoint" if native_model_dir(model_dir) is not None else "a Hugging Face directory"
+        raise TeacherError(f"--model {name or model_dir}: {kind} with no tokenizer (no tokenizer.json there, no "
+                           f"run.json naming one); pass --tokenizer DIR (a directory with tokenizer.json) or "
+                           f"--tokenizer bytes")
     try:
         model = jaxmodels.from_pretrained(model_dir)
     except (ValueError, FileNotFoundError, KeyError) as err:
@@ -116,11 +121,42 @@ def load_flax_teacher(model_dir: Path, tokenizer=None, *, name: str | None = Non
     return FlaxTeacher(model, tokenizer, name=name or str(model_dir), fingerprint=fingerprint)
 
 
-def load_teacher(model: str, tokenizer: str | None = None, *, hf_token: str | None = None):
-    """--model (a directory or hub id), --tokenizer (None, "bytes" or a directory) -> HFTeacher or FlaxTeacher."""
+def jax_model_type(path: Path) -> str | None:
+    """The model_type of a Hugging Face directory's config.json when it is a family we implement, else None."""
+    import jaxmodels  # noqa: F401 - registers the built-in families
+    from jaxmodels import family
+
+    cfg = path / "config.json"
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type") if cfg.is_file() else None
+    except (json.JSONDecodeError, AttributeError):
+        return None  # HFTeacher reports what is wrong with it
+    return model_type if model_type in family.model_types() else None
+
+
+def load_teacher(model: str, tokenizer: str | None = None, *, hf_token: str | None = None, backend: str = "auto"):
+    """--model (a directory or hub id), --tokenizer (None, "bytes" or a directory), --teacher-backend (auto, jax or
+    torch) -> FlaxTeacher or HFTeacher."""
+    if backend not in BACKENDS:
+        raise TeacherError(f"--teacher-backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     path = resolve_model_dir(model, hf_token)
     tok = load_tokenizer_arg(tokenizer)
     native = native_model_dir(path)
     if native is not None:
+        if backend == "torch":
+            raise TeacherError(f"--model {model}: one of our checkpoints runs in JAX only; --teacher-backend torch "
+                               f"needs a Hugging Face directory (e.g. `jaxmodels-convert to-hf` of it)")
         return load_flax_teacher(native, tok, name=str(path))
+    model_type = jax_model_type(path)
+    if backend == "jax" and model_type is None:
+        raise TeacherError(f"--model {model}: --teacher-backend jax needs a family we implement "
+                           f"({', '.join(_families())}); this config.json is not one; use --teacher-backend torch")
+    if backend != "torch" and model_type is not None:
+        return load_flax_teacher(path, tok, name=str(path))
     return HFTeacher(path, tokenizer=tok)
+
+
+def _families() -> list[str]:
+    from jaxmodels import family
+
+    return family.model_types()

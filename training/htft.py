@@ -1,7 +1,8 @@
 """Distil a frozen teacher LM into the two-stage HTFT: `python -m training.htft --help`.
 
---model: a Hugging Face causal LM directory (e.g. a Hyformer exported by `jaxmodels-convert to-hf`), or one of
-ours (a jaxmodels checkpoint directory, or a `training.hyformer` run directory). Pipeline: teacher capture (cached
+--model: a Hugging Face causal LM directory (run in JAX by our Flax decoder when it is a family we implement, e.g.
+SmolLM2 or Gemma 3; through transformers otherwise), or one of ours (a jaxmodels checkpoint directory, or a
+`training.hyformer` run directory). Pipeline: teacher capture (cached
 on disk, with the teacher's RoPE phases when it has rotary positions) -> compact vocabulary from the training
 stream -> ContextBuilder -> one sequential online pass of both stages -> evaluation on held-out windows -> JSONL
 metrics and a self-contained `.npz` checkpoint (--output). With --data the token stream of the local text files
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmodels_interop.teacher import TeacherError, capture, token_stream
-from jaxmodels_interop.teacher_load import load_teacher
+from jaxmodels_interop.teacher_load import BACKENDS, load_teacher
 from jaxmodels import compilation_cache
 from jaxmodels.htfr import HTFRConfig
 from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint, HTFTTrainer,
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "directory with tokenizer.json, or 'bytes' (byte-level); "
                                                            "default: the model directory's own, or the one its "
                                                            "training run recorded")
+    d.add_argument("--teacher-backend", choices=BACKENDS, default="auto",
+                   help="auto (default): our Flax decoder in JAX for our checkpoints and for Hugging Face directories "
+                        "of a family we implement (llama, gemma3_text, qwen2, ...), transformers (PyTorch) for any "
+                        "other; jax or torch to insist on one")
     d.add_argument("--hf-token", default=None,
                    help="Hugging Face token for a hub --model that needs one (gated models); default: HF_TOKEN or the saved login")
     d.add_argument("--data", nargs="+", metavar="PATH", help="local text files or globs")
@@ -164,7 +169,7 @@ def run(args) -> dict:
     """Runs the whole pipeline; returns the last metrics record."""
     metrics_path = Path(args.metrics_path or Path(args.output).with_suffix(".jsonl"))
     resumed = _check_output(args, metrics_path)
-    teacher = load_teacher(args.model, args.tokenizer, hf_token=args.hf_token)
+    teacher = load_teacher(args.model, args.tokenizer, hf_token=args.hf_token, backend=args.teacher_backend)
     train_stream, eval_stream = _streams(args, teacher)
     cache = Path(args.cache_dir) if args.cache_dir else Path(args.output).parent / "teacher_cache"
     t0 = time.perf_counter()
@@ -175,7 +180,8 @@ def run(args) -> dict:
                                cache_dir=cache)
     phases = "teacher RoPE" if train_w.rope is not None else "synthetic"
     print(f"teacher: {len(train_w)} train / {len(eval_w)} eval windows in {time.perf_counter() - t0:.1f}s "
-          f"(cache {'hit' if hit_train and hit_eval else 'miss'}; {phases} phases)", file=sys.stderr)
+          f"(cache {'hit' if hit_train and hit_eval else 'miss'}; {teacher.backend}; {phases} phases)",
+          file=sys.stderr)
 
     vocab = build_vocab_mapping(train_stream, args.vocab_limit, teacher.vocab_size)
     cfg = ContextBuilderConfig(window_size=args.seq_len, hidden_dim=teacher.hidden_size, hashed_dim=args.hashed_dim,
@@ -212,8 +218,8 @@ def run(args) -> dict:
                       "samples_per_s": tr["samples_per_s"], "eval_samples_per_s": ev["samples_per_s"]}
             log.write(record)
             save_htft_checkpoint(args.output, HTFTCheckpoint(model, vocab, cfg, {
-                "identity": identity(args), "step": step, "teacher": teacher.name, "phases": phases,
-                "diagnostics": model.diagnostics()}))
+                "identity": identity(args), "step": step, "teacher": teacher.name, "teacher_backend": teacher.backend,
+                "phases": phases, "diagnostics": model.diagnostics()}))
             bar.write(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
     finally:
         bar.close()

@@ -22,7 +22,8 @@ def test_load_teacher_picks_the_kind_and_the_tokenizer(hyformer_run, teacher_dir
         teacher = load_teacher(str(path))
         assert isinstance(teacher, FlaxTeacher) and isinstance(teacher.tokenizer, ByteTokenizer)
         assert teacher.hidden_size == 24 and teacher.vocab_size == 260 and teacher.bos_id == 257
-    assert isinstance(load_teacher(str(teacher_dir)), HFTeacher)
+    assert isinstance(load_teacher(str(teacher_dir)), FlaxTeacher)  # a Gemma 3 directory: our family, in JAX
+    assert isinstance(load_teacher(str(teacher_dir), backend="torch"), HFTeacher)
     bare = tmp_path / "bare"
     shutil.copytree(hyformer_run / "model", bare)
     with pytest.raises(TeacherError, match="a jaxmodels checkpoint with no tokenizer .*--tokenizer bytes"):

@@ -77,7 +77,7 @@ def test_llama_capture_applies_the_rope_scaling(tmp_path):
 def test_exported_hyformer_equals_our_flax_hyformer_hidden_states_logits_and_phases(hyformer_run, hyformer_hf):
     with pytest.raises(TeacherError, match="no tokenizer files there .*pass --tokenizer DIR .* or --tokenizer bytes"):
         HFTeacher(hyformer_hf)
-    hf, flax = load_teacher(str(hyformer_hf), "bytes"), load_teacher(str(hyformer_run))
+    hf, flax = load_teacher(str(hyformer_hf), "bytes", backend="torch"), load_teacher(str(hyformer_run))
     assert type(hf).__name__ == "HFTeacher" and type(flax).__name__ == "FlaxTeacher"
     stream = token_stream(flax, [CORPUS])
     np.testing.assert_array_equal(stream, token_stream(hf, [CORPUS]))
