@@ -20,6 +20,8 @@ MARKED = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['role'] =
 CAPITALS = {"france": "paris", "japan": "tokyo", "italy": "rome", "spain": "madrid", "peru": "lima",
             "egypt": "cairo", "kenya": "nairobi", "chile": "santiago", "cuba": "havana", "norway": "oslo"}
 VOCAB = 97  # the tiny models' vocabulary: at least the tokenizer's length
+# training.lm flags every test run shares: tiny batches, a log line per step, no evaluation unless asked
+COMMON_ARGS = ["--batch-size", "4", "--seq-len", "48", "--warmup-steps", "2", "--log-every", "1", "--eval-every", "0"]
 
 
 def conversations(n: int, seed: int = 0) -> list[dict]:
@@ -65,3 +67,7 @@ def tiny_model_dir(path: Path, kind: str = "llama", template: str = PLAIN, **con
                                  **config})
     tokenizer(template).save_pretrained(path)
     return path
+
+
+def read_metrics(path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]

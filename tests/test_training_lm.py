@@ -1,14 +1,12 @@
 """training.lm end to end on tiny models and data: the assistant mask, learning, exact resume, gradient
-accumulation, LoRA (frozen base, adapters-only optimizer state, exports), bad input, and meshes."""
+accumulation, LoRA (frozen base, adapters-only optimizer state, exports), GGUF, bad input. Meshes and several
+processes: tests/test_training_lm_dist.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +18,7 @@ pytest.importorskip("transformers")
 
 from jaxmodels_training import lm, lm_data  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["--batch-size", "4", "--seq-len", "48", "--warmup-steps", "2", "--log-every", "1", "--eval-every", "0"]
+COMMON = F.COMMON_ARGS
 MESSAGES = [{"role": "system", "content": "answer briefly"}, {"role": "user", "content": "capital of peru?"},
             {"role": "assistant", "content": "lima"}, {"role": "user", "content": "and cuba?"},
             {"role": "assistant", "content": "havana"}]
@@ -59,8 +56,7 @@ def losses(outcome):
     return [loss for _, loss in outcome.history["train"]]
 
 
-def read_metrics(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+read_metrics = F.read_metrics
 
 
 # -- the assistant-token mask --------------------------------------------------------------------------------------
@@ -207,16 +203,50 @@ def test_lora_trains_adapters_only_and_exports(work, tmp_path):
     ids = np.random.RandomState(1).randint(0, 80, (2, 19))
     graphdef, params = nnx.split(base, nnx.Param)
     ours = np.asarray(nnx.merge(graphdef, lora.apply(params, adapters, config.scale))(ids).logits)
+    merged = np.asarray(jaxmodels.from_pretrained(out / "model")(ids).logits)  # --merge; its export: test_lora.py
+    np.testing.assert_allclose(merged, ours, atol=1e-5, rtol=0)
     with torch.no_grad():
         hf_base = transformers.AutoModelForCausalLM.from_pretrained(qwen, dtype=torch.float32)
         with_peft = peft.PeftModel.from_pretrained(hf_base, out / "peft-adapter").eval()
         np.testing.assert_allclose(with_peft(torch.tensor(ids)).logits.numpy(), ours, atol=1e-5, rtol=0)
-    from jaxmodels_interop.convert_cli import to_hf
 
-    to_hf(out / "model", tmp_path / "hf")
-    with torch.no_grad():
-        exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
-        np.testing.assert_allclose(exported(torch.tensor(ids)).logits.numpy(), ours, atol=1e-5, rtol=0)
+
+def test_gguf_text_lora_bfloat16_merge(work, tmp_path):
+    """Continued pretraining on text files of a .gguf model (its own tokenizer), LoRA on a bfloat16 base, merged
+    into the float32 weights at the end."""
+    from tests.test_gguf import SIZES, write_gguf
+
+    import jaxmodels
+    from jaxmodels.hf.convert import param_shapes
+    from jaxmodels.llama import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(**{**SIZES, "num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 48,
+                            "head_dim": 8})
+    table, rng = jaxmodels.family.family_of(config).table, np.random.default_rng(0)
+    shapes = param_shapes(nnx.eval_shape(lambda: LlamaForCausalLM(config, rngs=nnx.Rngs(0))))
+    hf = {table.to_hf(k)[0]: (0.2 * rng.standard_normal(table.to_hf(k)[1].hf_shape(shape))).astype(np.float32)
+          for k, shape in shapes.items()}
+    write_gguf(tmp_path / "tiny.gguf", "llama", config, hf, None)
+    for i in range(4):
+        (tmp_path / f"doc{i}.txt").write_text("hello world, the sword!\n" * (20 + i))
+    out = tmp_path / "run"
+    outcome = lm.train(lm.parse_args([
+        "--model", str(tmp_path / "tiny.gguf"), "--data", str(tmp_path / "doc*.txt"), "--eval-fraction", "0.25",
+        "--out", str(out), *COMMON, "--seq-len", "16", "--steps", "3", "--lr", "1e-2", "--lora-rank", "2",
+        "--dtype", "bfloat16", "--merge"]))
+    assert all(np.isfinite(loss) for loss in losses(outcome))
+    assert {str(p.dtype) for p in jax_leaves(outcome.frozen)} == {"bfloat16"}
+    assert {str(p.dtype) for p in jax_leaves(outcome.trainable)} == {"float32"}
+    merged = jaxmodels.from_pretrained(out / "model")
+    assert {str(p.dtype) for p in jax_leaves(nnx.state(merged, nnx.Param))} == {"float32"}
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "peft-adapter" / "adapter_config.json").is_file()
+
+
+def test_remat_flag_turns_activation_checkpointing_on(work):
+    from jaxmodels_training.sharding import Placement
+
+    args = lm.parse_args(["--model", str(work["llama"]), "--chat", str(work["chat"]), "--out", "unused", "--remat"])
+    assert lm.load_model(args, Placement(None), "float32").spec.remat
 
 
 def jax_leaves(tree):
@@ -260,44 +290,3 @@ def test_resume_with_another_model_is_refused(work, straight, capsys):
     assert "--resume: " in line and "holds a run with another configuration" in line
     assert f"model: run has '{work['llama'].resolve()}', now '{qwen.resolve()}'" in line
     assert "model_type: run has 'llama', now 'qwen2'" in line and "model_config.qkv_bias: run has False, now True" in line
-
-
-# -- meshes --------------------------------------------------------------------------------------------------------
-
-def test_meshes_match_one_device_and_resume_across_meshes(tmp_path):
-    """On 4 host devices: data=2,fsdp=2 and fsdp=2,tensor=2 give one device's losses, a run checkpointed on one
-    mesh resumes on another with the losses of an uninterrupted run, and an indivisible mesh is one error line."""
-    script = textwrap.dedent(f"""
-        import json, shutil, sys
-        from pathlib import Path
-        from jaxmodels import compilation_cache
-        from tests import lm_fixtures as F
-        from jaxmodels_training import lm
-        root = Path({str(tmp_path)!r})
-        compilation_cache.enable(root / "xla")  # the resumed run repeats run a's program
-        model = F.tiny_model_dir(root / "m", vocab_size=96)   # heads 4, kv heads 2, MLP 40, D 24, V 96
-        chat = F.write_jsonl(root / "chat.jsonl", F.conversations(32))
-        common = ["--model", str(model), "--chat", str(chat)] + {COMMON!r} + ["--steps", "4", "--lr", "1e-2"]
-        def run(name, *extra):
-            return [l for _, l in lm.train(lm.parse_args(common + ["--out", str(root / name), *extra])).history["train"]]
-        out = {{"one": run("one"), "dp-fsdp": run("a", "--mesh", "data=2,fsdp=2"),
-               "fsdp-tp": run("b", "--mesh", "fsdp=2,tensor=2", "--save-every", "2")}}
-        shutil.rmtree(root / "b" / "checkpoints" / "4"); shutil.rmtree(root / "b" / "model")
-        run("b", "--mesh", "data=2,fsdp=2", "--save-every", "2", "--resume")
-        out["resumed"] = [r["loss"] for r in map(json.loads, (root / "b" / "metrics.jsonl").read_text().splitlines())]
-        try:
-            lm.main(common + ["--out", str(root / "c"), "--mesh", "tensor=4"])
-        except SystemExit as e:
-            out["exit"] = e.code
-        print(json.dumps(out))
-    """)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for name in ("dp-fsdp", "fsdp-tp", "resumed"):
-        np.testing.assert_allclose(out[name], out["one"], rtol=2e-5, err_msg=name)
-    assert out["exit"] == 2
-    assert ("error: blocks.0.attn.k_proj.kernel: dimension 1 (kv_heads, size 2) is not divisible by mesh axis "
-            "tensor=4") in proc.stderr

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from jaxmodels_training.cli_args import add_optimisation_args, add_run_dir_args
 from jaxmodels_training.data import load_documents
 from jaxmodels_training.lm_step import BatchPlacer, make_eval_step, make_train_step
 from jaxmodels_training.loop import USER_ERRORS, LoopConfig, TrainState, fit, restore_or_init
-from jaxmodels_training.metrics import MetricsLog
 from jaxmodels_training.optim import make_optimizer, make_schedule
 from jaxmodels_training.sharding import Placement
 
@@ -231,6 +229,7 @@ def train(args) -> Outcome:
                                       args.lora_targets.split(",") if t.strip()), base_model=str(args.model),
                                       model_type=model.config.model_type)
         lora.targets(model, lora_config)  # bad targets or rank: refused before the run directory is touched
+    rows = lm_data.RowSchedule(len(data.train), args.batch_size, args.grad_accum, args.seed)
     run = lm_dist.run_dir(args.out, run_identity(args, model, tokenizer, data, lora_config), resume=args.resume,
                           force=args.force)
     graphdef, params = nnx.split(model, nnx.Param)
@@ -250,9 +249,12 @@ def train(args) -> Outcome:
     step_fn = make_train_step(graphdef, tx, accum=args.grad_accum, lora_scale=scale, compute_dtype=compute_dtype,
                               out_shardings=out_shardings)
     eval_fn = make_eval_step(graphdef, lora_scale=scale, compute_dtype=compute_dtype)
-    schedule_rows = lm_data.RowSchedule(len(data.train), args.batch_size, args.grad_accum, args.seed)
     put = BatchPlacer(placement.mesh, placement.rules)
     base_key = jax.random.key(args.seed)
+    batch = lambda step: put(data.train, rows.step(step))  # noqa: E731
+    if start < args.steps:  # compiled once, ahead of the loop, to report its memory
+        step_fn = step_fn.lower(state.params, state.opt_state, batch(start), base_key, frozen).compile()
+        lm_dist.report(compiled_memory(step_fn))
     eval_index = [] if data.eval is None else lm_data.eval_batches(len(data.eval), args.batch_size, args.eval_batches)
 
     def evaluate(step, trainable):
@@ -263,18 +265,34 @@ def train(args) -> Outcome:
         return {"loss": total / max(count, 1), "tokens": count}
 
     loop = LoopConfig(steps=args.steps, log_every=args.log_every, eval_every=args.eval_every if eval_index else 0,
-                      save_every=args.save_every, units_per_step=schedule_rows.per_step * args.seq_len, name="lm")
+                      save_every=args.save_every, units_per_step=rows.per_step * args.seq_len, name="lm")
     state, history = fit(state, start, loop, run=run, log=log,
-                         train_step=lambda p, o, b, k: step_fn(p, o, b, k, frozen),
-                         batch=lambda step: put(data.train, schedule_rows.step(step)),
+                         train_step=lambda p, o, b, k: step_fn(p, o, b, k, frozen), batch=batch,
                          key=lambda step: jax.random.fold_in(base_key, step), lr=schedule,
                          evaluate=evaluate if eval_index else None,
-                         meta=lambda step: {"rows_seen": step * schedule_rows.per_step, "seed": args.seed})
+                         meta=lambda step: {"rows_seen": step * rows.per_step, "seed": args.seed})
     log.close()
     history["eval"] = [(step, result["loss"]) for step, result in history["eval"]]
-    write_outputs(args, run, graphdef, state, frozen, lora_config, tokenizer)
+    write_outputs(args, run, placement, graphdef, state, frozen, lora_config, tokenizer)
     run.close()
     return Outcome(history, state.params, state.opt_state, frozen)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def compiled_memory(compiled) -> str:
+    """One line on a compiled step's memory per device, as XLA reports it."""
+    found = compiled.memory_analysis()
+    if found is None:
+        return "train step compiled"
+    return (f"train step compiled: per device {_size(found.argument_size_in_bytes)} arguments, "
+            f"{_size(found.output_size_in_bytes)} outputs ({_size(found.alias_size_in_bytes)} of them donated), "
+            f"{_size(found.temp_size_in_bytes)} temporaries")
 
 
 def describe(args, model, data: Data, trainable, lora_config) -> str:
@@ -289,38 +307,40 @@ def describe(args, model, data: Data, trainable, lora_config) -> str:
     return f"{model.config.model_type} ({type(model).__name__}), {what}; {rows}, {held} ({notes})"
 
 
-def write_outputs(args, run, graphdef, state: TrainState, frozen, lora_config, tokenizer) -> None:
+def write_outputs(args, run, placement: Placement, graphdef, state: TrainState, frozen, lora_config,
+                  tokenizer) -> None:
     """OUT/model (full; LoRA with --merge), OUT/adapter and OUT/peft-adapter (LoRA), with the tokenizer files
-    beside the model and the peft adapter. Only the first process writes; every process takes part in
-    gathering sharded arrays."""
-    trainable = lm_dist.gather(state.params)
+    beside the model and the peft adapter. Every process takes part in merging and gathering sharded arrays;
+    the first one writes."""
     written = []
-    if lora_config is None:
-        model = nnx.merge(graphdef, trainable)
+
+    def save_model(model):
+        graph, params = nnx.split(model, nnx.Param)
+        whole = nnx.merge(graph, lm_dist.gather(params))
         if lm_dist.is_primary():
-            model.save_pretrained(run.model_dir)
+            whole.save_pretrained(run.model_dir)
             written.append(run.model_dir)
+
+    if lora_config is None:
+        save_model(nnx.merge(graphdef, state.params))
     else:
-        base = nnx.merge(graphdef, lm_dist.gather(frozen))
+        adapters = lm_dist.gather(state.params)
+        base = nnx.merge(graphdef, frozen)  # the exports read its shapes and family only
         if lm_dist.is_primary():
-            lora.save(run.out / "adapter", trainable, lora_config)
-            lora.export_peft(run.out / "peft-adapter", base, trainable, lora_config)
+            lora.save(run.out / "adapter", adapters, lora_config)
+            lora.export_peft(run.out / "peft-adapter", base, adapters, lora_config)
             written += [run.out / "adapter", run.out / "peft-adapter"]
         if args.merge:
             if args.dtype == "bfloat16":  # merge into the float32 weights, not the bfloat16 copy trained against
-                base = nnx.merge(graphdef, lm_dist.gather(nnx.state(from_pretrained(args.model, dtype="float32"),
-                                                                    nnx.Param)))
-            merged = lora.merge(base.use_remat(False), trainable, lora_config)
-            if lm_dist.is_primary():
-                merged.save_pretrained(run.model_dir)
-                written.append(run.model_dir)
+                base = load_model(args, placement, "float32")
+            save_model(lora.merge(base.use_remat(False), state.params, lora_config))
     if lm_dist.is_primary():
         if hasattr(tokenizer, "hf"):
             for directory in written:
                 if directory.name != "adapter":
                     tokenizer.hf.save_pretrained(directory)
         lm_dist.report("wrote " + ", ".join(str(d) for d in written))
-    lm_dist.barrier("lm:outputs")
+    lm_dist.barrier("jaxmodels_training.lm:outputs")
 
 
 def main(argv=None) -> None:
@@ -329,8 +349,7 @@ def main(argv=None) -> None:
     try:
         train(args)
     except USER_ERRORS as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
-        sys.exit(2)
+        lm_dist.exit_with_error(" ".join(str(e).split()))
 
 
 if __name__ == "__main__":

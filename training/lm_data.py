@@ -200,12 +200,12 @@ def split_examples(examples: list, fraction: float, seed: int) -> tuple[list, li
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
-def encode_documents(docs: list[str], hf, eos_id: int | None) -> np.ndarray:
-    """Documents -> one token stream [N] int32: each with the tokenizer's own special tokens (a BOS where the
-    model wants one) and an EOS after it unless the tokenizer added one."""
+def encode_documents(docs: list[str], encode, eos_id: int | None) -> np.ndarray:
+    """Documents -> one token stream [N] int32: `encode(text)` each (with the tokenizer's own special tokens,
+    e.g. a BOS where the model wants one), and an EOS after it unless the encoding ends with one."""
     parts = []
     for doc in docs:
-        ids = list(hf(doc, add_special_tokens=True)["input_ids"])
+        ids = [int(i) for i in encode(doc)]
         if eos_id is not None and (not ids or ids[-1] != eos_id):
             ids.append(eos_id)
         parts.append(np.asarray(ids, np.int32))

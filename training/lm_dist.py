@@ -12,17 +12,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxmodels import sharding
 from jaxmodels_training.metrics import MetricsLog
-from jaxmodels_training.rundir import RunDir
+from jaxmodels_training.rundir import RunDir, RunDirError
 
-ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # read by jax.distributed.initialize itself
-ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # jax.distributed.initialize's own
+ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"  # ours, for launchers that set variables
 
 
 class DistributedError(ValueError):
@@ -51,7 +54,11 @@ def _env_int(name: str) -> int | None:
 
 
 def initialize(args: argparse.Namespace) -> None:
-    """Calls jax.distributed.initialize when asked (flags, environment, or --distributed); else nothing."""
+    """Calls jax.distributed.initialize when asked (flags, environment, or --distributed); else nothing.
+
+    Processes that never all join (fewer started than --num-processes, a wrong address) would make XLA abort
+    this process at the deadline; a watchdog reports it as one error line first (exit status 2).
+    """
     coordinator = args.coordinator or os.environ.get(ENV_COORDINATOR)
     n = args.num_processes if args.num_processes is not None else _env_int(ENV_NUM_PROCESSES)
     i = args.process_id if args.process_id is not None else _env_int(ENV_PROCESS_ID)
@@ -65,13 +72,45 @@ def initialize(args: argparse.Namespace) -> None:
                                f"${ENV_NUM_PROCESSES} and ${ENV_PROCESS_ID})")
     if n is not None and i is not None and not 0 <= i < n:
         raise DistributedError(f"--process-id {i} is outside 0..{n - 1} (--num-processes {n})")
-    try:
-        jax.distributed.initialize(coordinator, n, i, initialization_timeout=args.distributed_timeout)
-    except Exception as e:  # noqa: BLE001 - XLA reports a failed rendezvous as a bare runtime error
-        raise DistributedError(f"process {i} of {n}: could not join the coordinator {coordinator} within "
-                               f"{args.distributed_timeout} s ({type(e).__name__}: {' '.join(str(e).split())[:300]}); "
-                               f"check that all {n} processes run with the same --num-processes and "
-                               f"--coordinator") from None
+    timeout = args.distributed_timeout
+    watchdog = threading.Timer(timeout, _fail, [f"process {i} of {n}: not all {n} processes joined the coordinator "
+                                                f"{coordinator} within {timeout} s; start all of them with the same "
+                                                f"--coordinator and --num-processes (--distributed-timeout S waits "
+                                                f"longer)"])
+    watchdog.daemon = True
+    watchdog.start()
+    try:  # XLA's own deadline comes later than the watchdog's, which then reports instead of XLA's abort
+        jax.distributed.initialize(coordinator, n, i, initialization_timeout=timeout + 30)
+    except Exception as e:  # noqa: BLE001 - the rendezvous reports its failures as bare runtime errors
+        raise DistributedError(f"process {i} of {n}: could not join the coordinator {coordinator} "
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:300]})") from None
+    finally:
+        watchdog.cancel()
+    global _joined
+    _joined = True
+
+
+_joined = False  # jax.distributed.initialize has succeeded in this process
+
+
+def _fail(message: str) -> None:
+    """Ends this process at once with one error line (exit status 2), from any thread, skipping the atexit
+    handlers: jax.distributed's would wait for processes that will not come."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(2)
+
+
+def exit_with_error(message: str) -> None:
+    """The CLI's exit on a user error: one line, status 2; with several processes without the atexit wait."""
+    if _joined:
+        _fail(message)
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _client():
+    # jax.distributed has no public handle on its key-value store; orbax reaches it the same way.
+    return jax._src.distributed.global_state.client
 
 
 def is_multiprocess() -> bool:
@@ -120,17 +159,50 @@ class _FollowerRunDir(RunDir):
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
 
 
+_RUN_DIR_ERROR = "jaxmodels_training.lm/run_dir_error"
+
+
 def run_dir(out, identity: dict, *, resume: bool, force: bool) -> RunDir:
-    if not is_multiprocess() or is_primary():
+    """The run directory: a RunDir on process 0 (which checks and prepares it), the orbax manager alone on
+    the others. A refusal on process 0 (e.g. --resume with another model) is raised there before orbax's
+    directory barrier, which the other processes are waiting in: process 0 posts it in the coordinator's
+    key-value store, and they report it as their own error line."""
+    if not is_multiprocess():
         return RunDir(out, identity, resume=resume, force=force)
-    return _FollowerRunDir(out)
+    client = _client()
+    if is_primary():
+        try:
+            return RunDir(out, identity, resume=resume, force=force)
+        except RunDirError as e:
+            client.key_value_set(_RUN_DIR_ERROR, str(e))
+            for j in range(1, jax.process_count()):  # keep the coordinator up until every process has read it
+                client.blocking_key_value_get(f"{_RUN_DIR_ERROR}/read/{j}", 60_000)
+            raise
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(0.2):
+            try:
+                message = client.key_value_try_get(_RUN_DIR_ERROR)
+            except jax.errors.JaxRuntimeError:  # not posted
+                continue
+            client.key_value_set(f"{_RUN_DIR_ERROR}/read/{jax.process_index()}", "1")
+            _fail(" ".join(message.split()))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        return _FollowerRunDir(out)
+    finally:
+        stop.set()
 
 
 def gather(tree):
-    """`tree` with every array whole on this host (numpy): sharded arrays gathered from all processes.
+    """`tree` with every array whole on this host (numpy), gathered from all processes in one program.
     One process: returned as it is (its arrays are addressable already)."""
     if not is_multiprocess():
         return tree
-    from jax.experimental import multihost_utils
-
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    mesh = sharding.mesh_of(tree)
+    if mesh is not None:
+        tree = jax.jit(lambda t: t, out_shardings=NamedSharding(mesh, P()))(tree)
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)

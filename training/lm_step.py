@@ -13,7 +13,6 @@ the adapters into them inside the loss, so neither gradients nor optimizer state
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import jax
@@ -121,7 +120,3 @@ class BatchPlacer:
             for k in FIELDS:
                 pieces[k].append(jax.device_put(fetched[key][k], device))
         return {k: jax.make_array_from_single_device_arrays(shape, self.sharding, pieces[k]) for k in FIELDS}
-
-
-def count_params(tree) -> int:
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
