@@ -10,15 +10,14 @@ uses rotary positions (`rope_frequencies`; see `jaxmodels.htft.rope_phases`). Tw
 - `HFTeacher`: any Hugging Face causal LM directory (by default those of families we do not implement), run
   through transformers (PyTorch, CPU, batched), our Hyformer exports (`jaxmodels-convert to-hf`) included, with
   our registered modeling code (no remote code).
-`interop.teacher_load.load_teacher` picks one for a directory (`backend=`). `capture` caches the result on disk under a key
-hashing the teacher's files, the token stream and the settings, so a second run with the same teacher and data
-reads it back instead of recomputing.
+`interop.teacher_load.load_teacher` picks one for a directory (`backend=`). `capture` caches the result on disk
+under a key hashing the teacher's files, the token stream and the settings, so a second run with the same teacher
+and data reads it back instead of recomputing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 from pathlib import Path
@@ -177,6 +176,11 @@ class HFTeacher:
         logits = out.logits[:, -1].float().numpy() if with_logits else None
         return hidden.float().numpy(), logits
 
+    def head(self, hidden: np.ndarray) -> np.ndarray:
+        """The LM head alone: final hidden states [B, H] -> logits [B, V]."""
+        with self._torch.no_grad():
+            return self.model.get_output_embeddings()(self._torch.as_tensor(hidden)).float().numpy()
+
 
 class FlaxTeacher:
     """One of our Flax decoders (`jaxmodels.from_pretrained` of our checkpoint or of a Hugging Face directory of a
@@ -187,6 +191,7 @@ class FlaxTeacher:
     def __init__(self, model, tokenizer, *, name: str, fingerprint: str):
         spec = model.spec
         self.model, self.tokenizer, self.name, self._fingerprint = model, tokenizer, name, fingerprint
+        self._fns = None
         self.vocab_size, self.hidden_size, self.max_positions = spec.vocab_size, spec.d_model, spec.max_seq_len
         self.bos_id = getattr(tokenizer, "bos_id", None)
         if hasattr(tokenizer, "vocab_size"):
@@ -210,31 +215,52 @@ class FlaxTeacher:
             theta, scaling = spec.local_rope_theta, spec.local_rope_scaling
         return np.asarray(scaled_inverse_frequencies(spec.head_dim, theta, dict(scaling)), np.float64)
 
+    def _compiled(self):
+        """(parameters, jitted forward, jitted head): the model split once, so a call passes arrays only (nnx.jit
+        re-flattens the whole module on every call: ~0.2 s for SmolLM2's head alone)."""
+        if self._fns is None:
+            import jax
+            from flax import nnx
+
+            graphdef, state = nnx.split(self.model)
+            forward = jax.jit(lambda st, ids: _forward(nnx.merge(graphdef, st), ids))
+            head = jax.jit(lambda st, hidden: _decode(nnx.merge(graphdef, st), hidden))
+            self._fns = (state, forward, head)
+        return self._fns
+
     def run(self, ids: np.ndarray, with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """ids [B, W] -> (final hidden states [B, W, H], logits at the last position [B, V] or None)."""
         import jax.numpy as jnp
 
-        hidden, logits = _flax_forward()(self.model, jnp.asarray(ids, jnp.int32))
+        state, forward, _ = self._compiled()
+        hidden, logits = forward(state, jnp.asarray(ids, jnp.int32))
         return np.asarray(hidden, np.float32), (np.asarray(logits, np.float32) if with_logits else None)
 
+    def head(self, hidden: np.ndarray) -> np.ndarray:
+        """The LM head alone: final hidden states [B, H] -> logits [B, V] (as `run` computes them)."""
+        import jax.numpy as jnp
 
-@functools.cache
-def _flax_forward():
-    """The jitted forward of our decoders: (model, ids [B, W]) -> (final hidden states [B, W, H], last-position
-    logits [B, V]); compiled once per model and shape. The LM head runs on the last position only (the models'
-    own call computes all W; at SmolLM2's 49152 tokens that is 18% of the forward at W = 32)."""
+        state, _, head = self._compiled()
+        return np.asarray(head(state, jnp.asarray(hidden, jnp.float32)), np.float32)
+
+
+def _forward(model, ids):
+    """Our decoders: ids [B, W] -> (final hidden states [B, W, H], last-position logits [B, V]). The LM head runs
+    on the last position only (the models' own call computes all W; at SmolLM2's 49152 tokens that is 18% of the
+    forward at W = 32)."""
+    hidden, _ = model.hidden_states(ids, causal=True)  # [B, W, H]
+    return hidden, _decode(model, hidden[:, -1])
+
+
+def _decode(model, hidden):
+    """Our decoders' LM head on final hidden states [B, H] -> logits [B, V] (tied: the embedding decodes)."""
     import jax.numpy as jnp
-    from flax import nnx
 
-    @nnx.jit
-    def forward(model, ids):
-        hidden, _ = model.hidden_states(ids, causal=True)  # [B, W, H]
-        head = getattr(model, "lm_head", None)
-        head = model.embed if head is None else head  # tied: decode with the embedding
-        logits = head.decode(hidden[:, -1:], layers=model.spec.layers)[:, 0]  # [B, V]
-        cap = model.spec.logit_softcap
-        return hidden, logits if cap is None else jnp.tanh(logits / cap) * cap
-
-    return forward
+    head = getattr(model, "lm_head", None)
+    head = model.embed if head is None else head
+    logits = head.decode(hidden[:, None], layers="plain")[:, 0]  # [B, V]; XLA's dot (the tuned path is for decode)
+    cap = model.spec.logit_softcap
+    return logits if cap is None else jnp.tanh(logits / cap) * cap
 
 
 def teacher_phases(teacher, seq_len: int) -> np.ndarray | None:

@@ -2,11 +2,11 @@
 
 --model: a Hugging Face causal LM directory (run in JAX by our Flax decoder when it is a family we implement, e.g.
 SmolLM2 or Gemma 3; through transformers otherwise), or one of ours (a jaxmodels checkpoint directory, or a
-`training.hyformer` run directory). Pipeline: teacher capture (cached
-on disk, with the teacher's RoPE phases when it has rotary positions) -> compact vocabulary from the training
-stream -> ContextBuilder -> one sequential online pass of both stages -> evaluation on held-out windows -> JSONL
-metrics and a self-contained `.npz` checkpoint (--output). With --data the token stream of the local text files
-is split into the first --train-tokens for training and the next --eval-tokens for evaluation; with --dataset the
+`training.hyformer` run directory). Pipeline: teacher capture (cached on disk, with the teacher's RoPE phases when
+it has rotary positions) -> compact vocabulary from the training stream -> ContextBuilder -> one sequential online
+pass of both stages (or --epochs passes) -> evaluation on held-out windows -> JSONL metrics and a self-contained
+`.npz` checkpoint (--output). With --data the token stream of the local text files is split into the first
+--train-tokens for training and the next --eval-tokens for evaluation; with --dataset the
 dataset's train and validation splits are used (a hub name, or a local directory of data files offline).
 """
 
@@ -34,10 +34,11 @@ from jaxmodels_training.rundir import identity_changes
 
 # Settings that define a run: resuming with any of them changed is refused.
 IDENTITY = ("model", "tokenizer", "dataset", "dataset_config", "data", "train_tokens", "eval_tokens", "seq_len",
-            "stride", "stage1_tensors", "stage2_tensors", "stage1_countsketch_dim", "stage2_countsketch_dim",
-            "stage1_srht_dim", "stage2_srht_dim", "stage1_target_dim", "tail_tokens", "hashed_dim", "vocab_limit",
-            "top_k", "train_top_k", "stage1_tau", "stage2_tau", "stage1_eta", "stage2_eta", "stage1_eta_g",
-            "stage2_eta_g", "max_train_examples", "max_eval_examples", "seed")
+            "stride", "eval_stride", "stage1_tensors", "stage2_tensors", "stage1_countsketch_dim",
+            "stage2_countsketch_dim", "stage1_srht_dim", "stage2_srht_dim", "stage1_target_dim", "tail_tokens",
+            "hashed_dim", "vocab_limit", "top_k", "train_top_k", "stage1_tau", "stage2_tau", "stage1_eta",
+            "stage2_eta", "stage1_eta_g", "stage2_eta_g", "max_train_examples", "max_eval_examples", "epochs",
+            "seed")
 
 
 class HTFTRunError(ValueError):
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--eval-tokens", type=int, default=50_000)
     d.add_argument("--seq-len", type=int, default=128)
     d.add_argument("--stride", type=int, default=64)
+    d.add_argument("--eval-stride", type=int, default=None, help="stride of the held-out windows (default: --stride), "
+                                                                 "e.g. larger to spread --max-eval-examples over all "
+                                                                 "of the held-out text")
     d.add_argument("--max-train-examples", type=int, default=2048)
     d.add_argument("--max-eval-examples", type=int, default=512)
     d.add_argument("--batch-size", type=int, default=8, help="teacher windows per forward pass")
@@ -94,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", required=True, help="the checkpoint (.npz), rewritten atomically at each evaluation")
     r.add_argument("--metrics-path", help="JSONL metrics, one line per evaluation (default: OUTPUT with .jsonl)")
     r.add_argument("--eval-every", type=int, default=0, help="evaluate every this many training windows "
-                                                             "(default: once, after the pass)")
+                                                             "(default: once, after each pass)")
+    r.add_argument("--epochs", type=int, default=None, help="passes over the training windows, in the same order "
+                                                            "(default 1, the original's single online pass)")
     r.add_argument("--chunk", type=int, default=64, help="windows per jitted field call (speed only)")
     r.add_argument("--resume", action="store_true", help="continue the run saved in --output")
     r.add_argument("--force", action="store_true", help="replace an existing --output and metrics file")
@@ -167,6 +173,8 @@ def _specs(args) -> tuple[StageSpec, StageSpec]:
 
 def run(args) -> dict:
     """Runs the whole pipeline; returns the last metrics record."""
+    if args.epochs is not None and args.epochs < 1:
+        raise HTFTRunError(f"--epochs must be >= 1, got {args.epochs}")
     metrics_path = Path(args.metrics_path or Path(args.output).with_suffix(".jsonl"))
     resumed = _check_output(args, metrics_path)
     teacher = load_teacher(args.model, args.tokenizer, hf_token=args.hf_token, backend=args.teacher_backend)
@@ -175,7 +183,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     train_w, hit_train = capture(teacher, train_stream, seq_len=args.seq_len, stride=args.stride,
                                  max_windows=args.max_train_examples, batch_size=args.batch_size, cache_dir=cache)
-    eval_w, hit_eval = capture(teacher, eval_stream, seq_len=args.seq_len, stride=args.stride,
+    eval_w, hit_eval = capture(teacher, eval_stream, seq_len=args.seq_len, stride=args.eval_stride or args.stride,
                                max_windows=args.max_eval_examples, with_logits=True, batch_size=args.batch_size,
                                cache_dir=cache)
     phases = "teacher RoPE" if train_w.rope is not None else "synthetic"
@@ -203,13 +211,16 @@ def run(args) -> dict:
     trainer = HTFTTrainer(model, chunk=args.chunk)
     log = MetricsLog(metrics_path, resume_step=step if resumed is not None else None)
     n = len(train_w)
+    total = n * (args.epochs or 1)
     every = args.eval_every or n
-    bar = progress(n, step, "htft")
+    bar = progress(total, step, "htft")
     record: dict = {}
     try:
-        while step < n:
-            hi = min(n, (step // every + 1) * every)
-            tr = trainer.train(train_b[step:hi], train_y[step:hi], on_chunk=bar.update)
+        while step < total:
+            hi = min(total, (step // every + 1) * every)
+            lo = step % n  # windows seen step..hi: the passes one after another
+            rows = slice(lo, lo + hi - step) if lo + hi - step <= n else np.arange(step, hi) % n
+            tr = trainer.train(train_b[rows], train_y[rows], on_chunk=bar.update)
             ev = trainer.evaluate(eval_b, eval_y)
             step = hi
             record = {"step": step, "train_loss": tr["loss"], "train_ppl": tr["ppl"], "eval_loss": ev["loss"],

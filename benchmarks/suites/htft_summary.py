@@ -3,9 +3,8 @@
 Per metrics file (one JSON object per evaluation, as written by `python -m training.htft`): the best and the
 final student eval perplexity, the teacher's truncated perplexity, the unigram baseline, the student/teacher
 ratios and the share of the unigram -> teacher gap the student closed (in log perplexity; shown only when
-the teacher beats the unigram). --plot writes a PNG
-of the eval and train perplexity curves (log scale) with the teacher and unigram levels as horizontal lines,
-drawn with NumPy and zlib only (no plotting library is installed here).
+the teacher beats the unigram). --plot writes a PNG of the eval and train perplexity curves (log scale) with the
+teacher and unigram levels as horizontal lines (matplotlib, through benchmarks.harness.pyplot).
 """
 
 from __future__ import annotations
@@ -13,17 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import struct
-import zlib
 from pathlib import Path
 
-import numpy as np
+from jaxmodels_benchmarks import harness
 
 IN_ALL = False  # needs a metrics file
-
-COLOURS = {"eval_ppl": (31, 119, 180), "train_ppl": (255, 127, 14), "teacher_ppl": (44, 160, 44),
-           "unigram_ppl": (127, 127, 127)}
-
 
 def read_metrics(path) -> list[dict]:
     path = Path(path)
@@ -73,40 +66,40 @@ def table(named: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def _png(path: Path, rgb: np.ndarray) -> None:
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-    chunk = lambda tag, data: (struct.pack(">I", len(data)) + tag + data  # noqa: E731
-                               + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+def figure(runs: list[list[dict]], names: list[str] | None = None, title: str = ""):
+    """A matplotlib figure of the learning curves: held-out (solid) and pre-update training (dotted) perplexity
+    of every run against training windows seen, log scale, with the teacher's and the unigram's levels of the
+    first run as dashed lines."""
+    plt = harness.pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    names = names or [f"run {i + 1}" for i in range(len(runs))]
+    colours = ["tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+    for i, (rows, name) in enumerate(zip(runs, names)):
+        c = colours[i % len(colours)]
+        steps = [r["step"] for r in rows]
+        ax.plot(steps, [r["eval_ppl"] for r in rows], "o-", color=c, label=f"{name}: held-out")
+        if all("train_ppl" in r for r in rows):
+            ax.plot(steps, [r["train_ppl"] for r in rows], ":", color=c, alpha=0.7, label=f"{name}: training")
+    last = runs[0][-1]
+    for key, label, c in (("teacher_ppl", "teacher (truncated)", "tab:green"), ("unigram_ppl", "unigram", "grey")):
+        if last.get(key):
+            ax.axhline(last[key], ls="--", color=c, label=f"{label} {last[key]:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training windows seen")
+    ax.set_ylabel("perplexity (shortlist + other)")
+    ax.set_title(title or "HTFT learning curves")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
 
 
-def plot(runs: list[list[dict]], path: Path, width: int = 640, height: int = 400, margin: int = 30) -> None:
-    """Curves of every run on one canvas: x = step, y = log perplexity."""
-    img = np.full((height, width, 3), 255, np.uint8)
-    keys = [k for k in COLOURS if any(k in r for rows in runs for r in rows)]
-    vals = [math.log(r[k]) for rows in runs for r in rows for k in keys if r.get(k)]
-    steps = [r["step"] for rows in runs for r in rows]
-    lo, hi = min(vals), max(vals)
-    hi = hi if hi > lo else lo + 1.0
-    smax = max(max(steps), 1)
-    to_xy = lambda s, v: (margin + (width - 2 * margin) * s / smax,  # noqa: E731
-                          height - margin - (height - 2 * margin) * (math.log(v) - lo) / (hi - lo))
-    img[height - margin, margin:width - margin] = 0
-    img[margin:height - margin, margin] = 0
-    for rows in runs:
-        for k in keys:
-            pts = [to_xy(r["step"], r[k]) for r in rows if r.get(k)]
-            if k in ("teacher_ppl", "unigram_ppl") and pts:
-                pts = [(margin, pts[-1][1]), (width - margin, pts[-1][1])]
-            for (x0, y0), (x1, y1) in zip(pts, pts[1:] or pts):
-                t = np.linspace(0, 1, int(max(abs(x1 - x0), abs(y1 - y0))) + 2)
-                xs, ys = np.round(x0 + t * (x1 - x0)).astype(int), np.round(y0 + t * (y1 - y0)).astype(int)
-                for dy in (-1, 0, 1):
-                    img[np.clip(ys + dy, 0, height - 1), np.clip(xs, 0, width - 1)] = COLOURS[k]
+def plot(runs: list[list[dict]], path: Path, names: list[str] | None = None) -> None:
+    """figure() written to `path` as PNG."""
+    fig = figure(runs, names)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _png(path, img)
+    fig.savefig(path, format="png", dpi=110)
+    harness.pyplot().close(fig)
 
 
 def main(argv: list[str]) -> None:
@@ -121,5 +114,5 @@ def main(argv: list[str]) -> None:
     named = [(str(m), summarise(rows)) for m, rows in zip(args.metrics, runs)]
     print(json.dumps(dict(named), indent=2) if args.json else table(named))
     if args.plot:
-        plot(runs, Path(args.plot))
-        print(f"wrote {args.plot} (log perplexity vs step; blue eval, orange train, green teacher, grey unigram)")
+        plot(runs, Path(args.plot), [str(m) for m in args.metrics])
+        print(f"wrote {args.plot} (perplexity vs training windows, log scale; teacher and unigram dashed)")

@@ -105,3 +105,13 @@ def test_cli_reads_a_local_dataset_offline(teacher_dir, tmp_path, monkeypatch):
         htft.main([*args, "--force"])
     with pytest.raises(SystemExit, match="give the corpus once"):
         htft.main([*args, "--force", "--data", str(data / "train.jsonl")])
+
+
+def test_cli_epochs_repeat_the_windows_in_order(teacher_dir, corpus_file, tmp_path):
+    out = tmp_path / "epochs"
+    htft.main(argv(teacher_dir, corpus_file, out, "--epochs", "2", "--eval-every", "32"))
+    records = lines(out / "htft.jsonl")
+    assert [r["step"] for r in records] == [32, 64, 96]  # 48 windows a pass; the second evaluation spans both
+    assert load_htft_checkpoint(out / "htft.npz").metadata["step"] == 96
+    with pytest.raises(SystemExit, match="--epochs must be >= 1, got 0"):
+        htft.main(argv(teacher_dir, corpus_file, tmp_path / "zero", "--epochs", "0"))

@@ -45,6 +45,8 @@ def test_jax_capture_equals_transformers(kind, teacher_dir, tied_llama_dir, tmp_
     np.testing.assert_allclose(a.hidden, b.hidden, atol=1e-4)
     np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
     np.testing.assert_allclose(a.rope, b.rope, atol=1e-6)
+    np.testing.assert_allclose(jx.head(a.hidden[:, -1]), a.logits, atol=1e-5)  # the head alone, as timed
+    np.testing.assert_allclose(pt.head(b.hidden[:, -1]), b.logits, atol=1e-5)
     again, hit = capture(jx, stream, seq_len=13, stride=7, max_windows=5, with_logits=True, cache_dir=tmp_path)
     assert hit
     np.testing.assert_array_equal(again.hidden, a.hidden)
