@@ -173,7 +173,8 @@ def _row(name: str, r: dict, tokens: int) -> dict:
             "ours peak MiB": r["memory"][OURS]["peak_bytes"] / MIB,
             "transformers peak MiB": r["memory"][THEIRS]["peak_bytes"] / MIB,
             "ours step-0 loss": f"{loss[OURS]:.6f}", "transformers step-0 loss": f"{loss[THEIRS]:.6f}",
-            "loss rel diff": abs(loss[OURS] - loss[THEIRS]) / abs(loss[THEIRS])}
+            "loss rel diff": abs(loss[OURS] - loss[THEIRS]) / abs(loss[THEIRS]),
+            "others' CPU %": None if r["others_cpu_share"] is None else round(100 * r["others_cpu_share"])}
 
 
 def _notes(args, results: dict, tokens: int, flops: float) -> str:
@@ -249,8 +250,10 @@ def _notes(args, results: dict, tokens: int, flops: float) -> str:
     if leaks:
         notes.append("The other framework was imported in the memory process of: " + ", ".join(leaks) + ".")
     if busy:
-        notes.append(f"Other processes used {min(busy)}-{max(busy)}% of the machine's CPU during the timed rounds "
-                     "(alternation shares the noise between the sides; absolute times are noisier).")
+        notes.append(f"`others' CPU %`: the share of the machine's CPU that other processes used during a case's "
+                     f"timed rounds ({min(busy)}-{max(busy)}% in this run). Alternation shares that noise between "
+                     "the sides, but not evenly: PyTorch's OpenMP threads slow down far more than XLA's when they "
+                     "lose their cores, so a busy case's ratio flatters ours; read the quiet cases.")
     return "\n\n".join(notes)
 
 
