@@ -92,12 +92,13 @@ class Streamer:
 
     def _tokens(self, ids, mask, key, sampling, max_new_tokens, eos) -> Iterator[int]:
         tok, cache, key = self._prefill(self._state, ids, mask, key, sampling, max_len=self.max_len)
+        step = self._step.jitted(self._state)  # the compile options follow the state's dtype: chosen once, not per token
         for i in range(max_new_tokens):
             token = int(tok[0])
             yield token
             if token in eos or i == max_new_tokens - 1:
                 return
-            tok, cache, key = self._step(self._state, tok, cache, key, sampling)
+            tok, cache, key = step(self._state, tok, cache, key, sampling)
 
 
 def stream(model: nnx.Module, prompt_ids, max_new_tokens: int, **kwargs) -> Iterator[int]:

@@ -91,6 +91,43 @@ def test_bfloat16_gradients_keep_their_dtype():
         np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(ref, np.float32), rtol=2e-2, atol=2e-2)
 
 
+def _dot_types(fn, *args) -> list[tuple[str, str, str]]:
+    """(lhs, rhs, preferred) dtypes of every dot_general in fn's jaxpr (nested ones too)."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                a, b = (str(v.aval.dtype) for v in eqn.invars)
+                found.append((a, b, str(eqn.params["preferred_element_type"])))
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_bfloat16_dots_accumulate_in_float32():
+    """Forward and backward dots of bfloat16 operands accumulate in float32 and round once: the forward equals
+    the float32-accumulated product rounded to bfloat16, bit for bit."""
+    x, w, ct = (a.astype(jnp.bfloat16) for a in _inputs((3, 7), 19, 17, transposed_w=False))
+    b = jnp.asarray(np.random.default_rng(5).standard_normal(17), jnp.bfloat16)
+    wide = lambda eq, a, c: jnp.einsum(eq, a, c, preferred_element_type=jnp.float32)  # noqa: E731
+    np.testing.assert_array_equal(np.asarray(matmul(x, w)),
+                                  np.asarray(wide("...i,io->...o", x, w).astype(jnp.bfloat16)))
+    np.testing.assert_array_equal(np.asarray(affine(x, w, b)),
+                                  np.asarray((wide("...i,io->...o", x, w) + b).astype(jnp.bfloat16)))
+    np.testing.assert_array_equal(np.asarray(matmul_t(x, w.T)),
+                                  np.asarray(wide("...i,oi->...o", x, w.T).astype(jnp.bfloat16)))
+    assert affine(x, w, b).dtype == matmul_t(x, w.T).dtype == jnp.bfloat16
+    losses = {"affine": (lambda x, w, b: jnp.sum((affine(x, w, b) * ct).astype(jnp.float32)), (x, w, b)),
+              "matmul_t": (lambda x, w: jnp.sum((matmul_t(x, w) * ct).astype(jnp.float32)), (x, w.T))}
+    for name, (loss, args) in losses.items():
+        dots = _dot_types(jax.grad(loss, argnums=tuple(range(len(args)))), *args)
+        assert len(dots) == 3, (name, dots)  # the forward, dx and dw
+        assert all(d == ("bfloat16", "bfloat16", "float32") for d in dots), (name, dots)
+
+
 def _lhs_contracting_dims_of_2d_dots(hlo: str) -> list[str]:
     """The left operand's contracting dimension of every 2-D float32 dot in a compiled module."""
     return re.findall(r"= f32\[\d+,\d+\]\{[\d,]*\} dot\([^\n]*?lhs_contracting_dims=\{(\d)\}", hlo)

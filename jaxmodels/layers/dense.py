@@ -2,14 +2,21 @@
 `matmul_t`): the tuned path's projections, whose weight gradients keep XLA:CPU's fast dot form.
 
 Each weight gradient `x^T dy` is computed after materialising the transpose of the smaller of `x` and `dy`
-behind an optimisation barrier, so that the dot contracts over its left operand's last dimension. Why and
-what it measured: docs/layers.md.
+behind an optimisation barrier, so that the dot contracts over its left operand's last dimension. Every dot
+accumulates in float32 and rounds once to its operands' dtype (`_dot`): for float32 that is the plain dot, for
+bfloat16 it is the form XLA:CPU hands to YNNPACK with its operands as they are (a bfloat16 dot with a bfloat16
+result is widened to a float32 one first, at half the speed). Why and what it measured: docs/layers.md.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+def _dot(equation: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    """`jnp.einsum(equation, a, b)` accumulated in float32, in the dtype einsum would return."""
+    return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32).astype(jnp.result_type(a, b))
 
 
 def _weight_grads(x2: jax.Array, dy2s: list[jax.Array]) -> list[jax.Array]:
@@ -26,10 +33,10 @@ def _weight_grads(x2: jax.Array, dy2s: list[jax.Array]) -> list[jax.Array]:
         if x2.shape[1] <= dy2.shape[1]:
             if xt is None:
                 xt = jax.lax.optimization_barrier(x2.T)  # [I, R]
-            grads.append(xt @ dy2)
+            grads.append(_dot("ir,ro->io", xt, dy2))
         else:
             dyt = jax.lax.optimization_barrier(dy2.T)  # [O, R]
-            grads.append(jax.lax.optimization_barrier(dyt @ x2).T)  # [O, I] -> [I, O]
+            grads.append(jax.lax.optimization_barrier(_dot("or,ri->oi", dyt, x2)).T)  # [O, I] -> [I, O]
     return grads
 
 
@@ -46,8 +53,9 @@ def projections(x: jax.Array, kernels: tuple[jax.Array, ...], biases: tuple[jax.
     """
     outs = []
     for w, b in zip(kernels, biases):
-        y = jnp.einsum("...i,io->...o", x, w)
-        outs.append(y if b is None else y + b)
+        y = jnp.einsum("...i,io->...o", x, w, preferred_element_type=jnp.float32)
+        dtype = jnp.result_type(x, w) if b is None else jnp.result_type(x, w, b)
+        outs.append((y if b is None else y + b).astype(dtype))  # the bias added before the one rounding
     return tuple(outs)
 
 
@@ -58,7 +66,7 @@ def _projections_fwd(x, kernels, biases):
 def _projections_bwd(res, dys):
     x, kernels, biases = res
     dy2s = [dy.reshape(-1, dy.shape[-1]) for dy in dys]  # [R, O_i]
-    dx = sum(jnp.einsum("ro,io->ri", dy2, w) for dy2, w in zip(dy2s, kernels))
+    dx = sum(jnp.einsum("ro,io->ri", dy2, w, preferred_element_type=jnp.float32) for dy2, w in zip(dy2s, kernels))
     dws = _weight_grads(x.reshape(-1, x.shape[-1]), dy2s)
     dbs = tuple(None if b is None else jnp.sum(dy2, axis=0).astype(b.dtype) for dy2, b in zip(dy2s, biases))
     return (dx.reshape(x.shape).astype(x.dtype), tuple(dw.astype(w.dtype) for dw, w in zip(dws, kernels)), dbs)
@@ -80,7 +88,7 @@ def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 @jax.custom_vjp
 def matmul_t(x: jax.Array, w: jax.Array) -> jax.Array:
     """`x @ w.T` for x [..., I] and w [O, I] -> [..., O] (a tied output head: w is the embedding)."""
-    return jnp.einsum("...i,oi->...o", x, w)
+    return _dot("...i,oi->...o", x, w)
 
 
 def _matmul_t_fwd(x, w):
@@ -89,7 +97,7 @@ def _matmul_t_fwd(x, w):
 
 def _matmul_t_bwd(res, dy):
     x, w = res
-    dx = jnp.einsum("...o,oi->...i", dy, w)
+    dx = _dot("...o,oi->...i", dy, w)
     (dw,) = _weight_grads(dy.reshape(-1, dy.shape[-1]), [x.reshape(-1, x.shape[-1])])  # dy^T x [O, I]
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
