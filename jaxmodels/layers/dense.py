@@ -3,7 +3,7 @@
 
 Each weight gradient `x^T dy` is computed after materialising the transpose of the smaller of `x` and `dy`
 behind an optimisation barrier, so that the dot contracts over its left operand's last dimension. Every dot
-accumulates in float32 and rounds once to its operands' dtype (`_dot`): for float32 that is the plain dot, for
+accumulates in float32 (float64 operands: in float64) and rounds once to its operands' dtype (`_dot`): for float32 that is the plain dot, for
 bfloat16 it is the form XLA:CPU hands to YNNPACK with its operands as they are (a bfloat16 dot with a bfloat16
 result is widened to a float32 one first, at half the speed). Why and what it measured: docs/layers.md.
 """
@@ -14,9 +14,14 @@ import jax
 import jax.numpy as jnp
 
 
+def _accumulator(*operands) -> jnp.dtype:
+    """The dtype a dot of these operands accumulates in: float32, or theirs when wider (float64)."""
+    return jnp.promote_types(jnp.result_type(*operands), jnp.float32)
+
+
 def _dot(equation: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    """`jnp.einsum(equation, a, b)` accumulated in float32, in the dtype einsum would return."""
-    return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32).astype(jnp.result_type(a, b))
+    """`jnp.einsum(equation, a, b)` accumulated in `_accumulator(a, b)`, in the dtype einsum would return."""
+    return jnp.einsum(equation, a, b, preferred_element_type=_accumulator(a, b)).astype(jnp.result_type(a, b))
 
 
 def _weight_grads(x2: jax.Array, dy2s: list[jax.Array]) -> list[jax.Array]:
@@ -53,7 +58,7 @@ def projections(x: jax.Array, kernels: tuple[jax.Array, ...], biases: tuple[jax.
     """
     outs = []
     for w, b in zip(kernels, biases):
-        y = jnp.einsum("...i,io->...o", x, w, preferred_element_type=jnp.float32)
+        y = jnp.einsum("...i,io->...o", x, w, preferred_element_type=_accumulator(x, w))
         dtype = jnp.result_type(x, w) if b is None else jnp.result_type(x, w, b)
         outs.append((y if b is None else y + b).astype(dtype))  # the bias added before the one rounding
     return tuple(outs)
@@ -66,7 +71,8 @@ def _projections_fwd(x, kernels, biases):
 def _projections_bwd(res, dys):
     x, kernels, biases = res
     dy2s = [dy.reshape(-1, dy.shape[-1]) for dy in dys]  # [R, O_i]
-    dx = sum(jnp.einsum("ro,io->ri", dy2, w, preferred_element_type=jnp.float32) for dy2, w in zip(dy2s, kernels))
+    dx = sum(jnp.einsum("ro,io->ri", dy2, w, preferred_element_type=_accumulator(dy2, w))
+             for dy2, w in zip(dy2s, kernels))
     dws = _weight_grads(x.reshape(-1, x.shape[-1]), dy2s)
     dbs = tuple(None if b is None else jnp.sum(dy2, axis=0).astype(b.dtype) for dy2, b in zip(dy2s, biases))
     return (dx.reshape(x.shape).astype(x.dtype), tuple(dw.astype(w.dtype) for dw, w in zip(dws, kernels)), dbs)
