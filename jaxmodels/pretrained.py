@@ -209,7 +209,7 @@ def _placer(abstract: nnx.Module, mesh, rules):
     if mesh is None:
         return None
     rules = sharding.DEFAULT_RULES if rules is None else rules
-    sharding.state_shardings(nnx.state(abstract, nnx.Param), mesh, rules)
+    sharding.state_specs(nnx.state(abstract, nnx.Param), mesh, rules)  # raises on a dimension it does not divide
     return sharding.placer(mesh, rules)
 
 

@@ -159,9 +159,14 @@ def batch_sharding(mesh: Mesh, ndim: int = 2, rules: Rules = DEFAULT_RULES) -> N
     return NamedSharding(mesh, batch_spec(ndim, rules))
 
 
+def _batch_ways(mesh: Mesh, rules: Rules) -> int:
+    """How many ways the mesh splits a batch: the product of the batch rule's axis sizes."""
+    return math.prod(mesh.shape[t] for t in check_rules(rules).get("batch", ()))
+
+
 def check_batch(batch_size: int, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> None:
     """Refuses a batch size that the batch axes of the mesh do not divide."""
-    ways = math.prod(mesh.shape[t] for t in check_rules(rules).get("batch", ()))
+    ways = _batch_ways(mesh, rules)
     if batch_size % ways:
         raise ShardingError(f"batch size {batch_size} is not divisible by the mesh's batch axes "
                             f"({ways} ways: data x fsdp); choose a multiple of {ways}")
@@ -189,7 +194,7 @@ def mesh_of(tree) -> Mesh | None:
 
 def place_batch(x, mesh: Mesh, rules: Rules = DEFAULT_RULES):
     """A host batch [B, ...] split over the mesh's batch axes, or replicated when they do not divide B."""
-    ways = math.prod(mesh.shape[t] for t in check_rules(rules).get("batch", ()))
+    ways = _batch_ways(mesh, rules)
     spec = batch_spec(x.ndim, rules) if x.shape[0] % ways == 0 else P()
     return jax.device_put(x, NamedSharding(mesh, spec))
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxmodels import sharding
 from jaxmodels_training.metrics import MetricsLog
-from jaxmodels_training.rundir import RunDir, RunDirError
+from jaxmodels_training.rundir import RunDir, RunDirError, checkpoint_manager
 
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"  # jax.distributed.initialize's own
 ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"  # ours, for launchers that set variables
@@ -148,15 +147,13 @@ def metrics_log(path, *, resume_step: int | None):
 
 class _FollowerRunDir(RunDir):
     """The run directory seen from a process other than 0, which process 0 validates and prepares: only the
-    orbax manager (the same options as RunDir's), whose collective saves and restores need every process.
+    orbax manager (RunDir's), whose collective saves and restores need every process.
     Its construction meets process 0's in orbax's directory barrier, which process 0 reaches only after
     RunDir has checked and (re)written the directory."""
 
     def __init__(self, out, keep: int = 3):  # noqa: D107 - RunDir.__init__ is skipped on purpose
         self.out = Path(out)
-        self.manager = ocp.CheckpointManager(
-            (self.out / "checkpoints").absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
+        self.manager = checkpoint_manager(self.out, keep)
 
 
 _RUN_DIR_ERROR = "jaxmodels_training.lm/run_dir_error"

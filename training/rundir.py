@@ -16,6 +16,13 @@ import orbax.checkpoint as ocp
 from jaxmodels.io import atomic_write_text
 
 
+def checkpoint_manager(out: Path, keep: int) -> ocp.CheckpointManager:
+    """The orbax manager of `out/checkpoints` (synchronous saves, the last `keep` kept)."""
+    return ocp.CheckpointManager(
+        (out / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
+
+
 class RunDirError(ValueError):
     """The output directory cannot be used as asked (it holds another run, or none to resume)."""
 
@@ -54,9 +61,7 @@ class RunDir:
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_json, json.dumps({"identity": identity}, indent=2, sort_keys=True) + "\n")
-        self.manager = ocp.CheckpointManager(
-            (self.out / "checkpoints").absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
+        self.manager = checkpoint_manager(self.out, keep)
 
     @property
     def metrics_path(self) -> Path:
