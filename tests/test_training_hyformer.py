@@ -46,6 +46,7 @@ def test_loss_falls_and_outputs_are_written(corpus, tmp_path):
     assert {"step", "split", "loss", "lr", "tokens_per_s"} <= set(train_rows[0])
     assert [r["step"] for r in rows if r["split"] == "eval"] == [10, 20, 30, 40]
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["20", "40"]
+    assert (tmp_path / "run" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # tests/test_plots.py
     from jaxmodels import from_pretrained
 
     model = from_pretrained(tmp_path / "run" / "model")

@@ -154,13 +154,15 @@ def train(args) -> dict:
 
     loop = LoopConfig(steps=args.steps, log_every=args.log_every, eval_every=args.eval_every,
                       save_every=args.save_every, units_per_step=args.batch_size * args.seq_len, name="hyformer")
-    state, history = fit(state, start, loop, run=run, log=log, train_step=train_step,
-                         batch=lambda step: put(train_batches.batch(step)),
-                         key=lambda step: jax.random.fold_in(base_key, step), lr=schedule, evaluate=evaluate,
-                         meta=lambda step: {"data_position": step * args.batch_size, "seed": args.seed})
+    try:
+        state, history = fit(state, start, loop, run=run, log=log, train_step=train_step,
+                             batch=lambda step: put(train_batches.batch(step)),
+                             key=lambda step: jax.random.fold_in(base_key, step), lr=schedule, evaluate=evaluate,
+                             meta=lambda step: {"data_position": step * args.batch_size, "seed": args.seed})
+    finally:
+        log.close()  # also on Ctrl-C or a stopped run: the curves picture shows how far it got
     params = state.params
     history["eval"] = [(step, result["loss"]) for step, result in history["eval"]]
-    log.close()
     final = nnx.merge(graphdef, params)
     final.save_pretrained(run.model_dir)
     print(f"saved the model to {run.model_dir} (jaxmodels.from_pretrained)", file=sys.stderr)

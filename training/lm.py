@@ -266,12 +266,14 @@ def train(args) -> Outcome:
 
     loop = LoopConfig(steps=args.steps, log_every=args.log_every, eval_every=args.eval_every if eval_index else 0,
                       save_every=args.save_every, units_per_step=rows.per_step * args.seq_len, name="lm")
-    state, history = fit(state, start, loop, run=run, log=log,
-                         train_step=lambda p, o, b, k: step_fn(p, o, b, k, frozen), batch=batch,
-                         key=lambda step: jax.random.fold_in(base_key, step), lr=schedule,
-                         evaluate=evaluate if eval_index else None,
-                         meta=lambda step: {"rows_seen": step * rows.per_step, "seed": args.seed})
-    log.close()
+    try:
+        state, history = fit(state, start, loop, run=run, log=log,
+                             train_step=lambda p, o, b, k: step_fn(p, o, b, k, frozen), batch=batch,
+                             key=lambda step: jax.random.fold_in(base_key, step), lr=schedule,
+                             evaluate=evaluate if eval_index else None,
+                             meta=lambda step: {"rows_seen": step * rows.per_step, "seed": args.seed})
+    finally:
+        log.close()  # also on Ctrl-C or a stopped run: the curves picture shows how far it got
     history["eval"] = [(step, result["loss"]) for step, result in history["eval"]]
     write_outputs(args, run, placement, graphdef, state, frozen, lora_config, tokenizer)
     run.close()

@@ -1,4 +1,5 @@
-"""JSONL metrics (one object per line) and a progress bar that is quiet when not on a terminal."""
+"""JSONL metrics (one object per line), their curves drawn beside them on close, and a progress bar that is quiet
+when not on a terminal."""
 
 from __future__ import annotations
 
@@ -10,11 +11,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from jaxmodels.curves import write_run_curves
 from jaxmodels.io import atomic_write_text
 
 
 class MetricsLog:
-    """Appends one JSON object per line; on resume, drops lines past the restored step first."""
+    """Appends one JSON object per line; on resume, drops lines past the restored step first.
+
+    `close()` draws the file's curves beside it (metrics.jsonl -> metrics.png, jaxmodels.curves); trainers
+    call it at the end of a run and, from a `finally`, when Ctrl-C or an error stops it.
+    """
 
     def __init__(self, path: str | Path, *, resume_step: int | None = None):
         self.path = Path(path)
@@ -32,7 +38,14 @@ class MetricsLog:
         self._f.flush()
 
     def close(self) -> None:
+        """Closes the file and writes its curves picture; a second call does nothing."""
+        if self._f.closed:
+            return
         self._f.close()
+        try:
+            write_run_curves(self.path)
+        except (ImportError, OSError) as e:  # no matplotlib, or no room for the picture: the run itself is fine
+            print(f"warning: no curves picture beside {self.path}: {e}", file=sys.stderr)
 
 
 def progress(total: int, initial: int, desc: str) -> tqdm:

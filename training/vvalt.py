@@ -155,11 +155,13 @@ def train(args) -> dict:
     loop = LoopConfig(steps=args.steps, log_every=args.log_every, eval_every=args.eval_every,
                       save_every=args.save_every, units_per_step=args.batch_size, unit="samples",
                       name=f"vvalt-{args.task}")
-    state, history = fit(state, start, loop, run=run, log=log, train_step=train_step, batch=batch,
-                         key=lambda step: key, lr=schedule, evaluate=evaluate,
-                         meta=lambda step: {"data_position": step * args.batch_size, "seed": args.seed})
+    try:
+        state, history = fit(state, start, loop, run=run, log=log, train_step=train_step, batch=batch,
+                             key=lambda step: key, lr=schedule, evaluate=evaluate,
+                             meta=lambda step: {"data_position": step * args.batch_size, "seed": args.seed})
+    finally:
+        log.close()  # also on Ctrl-C or a stopped run: the curves picture shows how far it got
     params = state.params
-    log.close()
     nnx.merge(graphdef, params).save_pretrained(run.model_dir)
     print(f"saved the model to {run.model_dir} (jaxmodels.vvalt.load)", file=sys.stderr)
     run.close()
