@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxmodels import checkpoint, losses
-from jaxmodels.config import ConfigMixin
+from jaxmodels.config import ConfigMixin, check_numbers, check_positive_ints
 from jaxmodels.family import Family, RemoteCode, register
 from jaxmodels.hf.config_policy import HFConfigReader
 from jaxmodels.hf.tables import HYFORMER
@@ -51,9 +51,9 @@ class HyformerConfig(ConfigMixin):
     mlm_label_smoothing: float = 0.0
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "max_seq_len"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ValueError(f"HyformerConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        check_positive_ints(self, ("vocab_size", "d_model", "n_heads", "n_layers", "max_seq_len"),
+                            optional=("num_prediction_tasks",))
+        check_numbers(self, ("attn_dropout", "resid_dropout", "eps", "prediction_dropout", "mlm_label_smoothing"))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if (self.d_model // self.n_heads) % 2:
@@ -61,8 +61,6 @@ class HyformerConfig(ConfigMixin):
         for name in ("attn_dropout", "resid_dropout", "prediction_dropout", "mlm_label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"HyformerConfig.{name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.num_prediction_tasks is not None and self.num_prediction_tasks <= 0:
-            raise ValueError(f"num_prediction_tasks must be positive or None, got {self.num_prediction_tasks}")
         if self.prediction_task_type not in (None, *PREDICTION_TYPES):
             raise ValueError(f"prediction_task_type must be one of {PREDICTION_TYPES} or None, "
                              f"got {self.prediction_task_type!r}")
@@ -177,9 +175,13 @@ class Hyformer(Pretrained, Decoder):
         if task == "prediction":
             logits = self.prediction_head(x[:, 0], k_head)  # [B, L]
         else:
-            logits = self.embed.decode(x, layers=self.spec.layers)  # [B, T, V]
+            logits = self.head_logits(x)  # [B, T, V]
         loss = None if labels is None else self.loss(logits, labels, task, attention_mask)
         return ModelOutput(logits, loss, {"hidden_states": x, "kv_caches": kv_caches})
+
+    def head_logits(self, x: jax.Array) -> jax.Array:
+        """Final-normed hidden states [..., D] (from `hidden_states`) -> LM logits [..., V] (the tied embedding)."""
+        return self.embed.decode(x, layers=self.spec.layers)
 
     def loss(self, logits: jax.Array, labels: jax.Array, task: str, attention_mask: jax.Array | None = None):
         """The task's loss; for token tasks, padding positions (attention_mask 0) never count."""

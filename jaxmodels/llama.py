@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxmodels import checkpoint
 from jaxmodels.family import Family, register
-from jaxmodels.config import ConfigMixin
+from jaxmodels.config import ConfigMixin, build, check_numbers, check_positive_ints
 from jaxmodels.hf.config_policy import HFConfigReader
 from jaxmodels.hyformer import ModelOutput
 from jaxmodels.layers.cache import KVCache
@@ -88,6 +88,10 @@ class LlamaConfig(ConfigMixin):
         if isinstance(self.rope_scaling, (dict, list)):
             items = self.rope_scaling.items() if isinstance(self.rope_scaling, dict) else self.rope_scaling
             object.__setattr__(self, "rope_scaling", tuple(sorted((str(k), v) for k, v in items)))
+        check_positive_ints(self, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                   "num_attention_heads", "max_position_embeddings"),
+                            optional=("num_key_value_heads", "head_dim"))
+        check_numbers(self, ("rms_norm_eps", "rope_theta"))
         heads, kv = self.num_attention_heads, self.num_key_value_heads or self.num_attention_heads
         if self.head_dim is None and self.hidden_size % heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={heads}")
@@ -134,7 +138,8 @@ class LlamaConfig(ConfigMixin):
         layer_values, layer_problems = cls._read_layers(hf)
         reader = HFConfigReader(cls.model_type, {k: k for k in cls._hf_fields}, cls._hf_fixed)
         values, ignored = reader.read(hf, source=source, problems=problems + layer_problems)
-        return cls(**{**cls._hf_defaults(), **values, **rope_values, **layer_values}), {**ignored, **rope_ignored}
+        config = build(cls, {**cls._hf_defaults(), **values, **rope_values, **layer_values}, source)
+        return config, {**ignored, **rope_ignored}
 
     @classmethod
     def _hf_defaults(cls) -> dict[str, Any]:
@@ -218,6 +223,14 @@ class LlamaForCausalLM(Pretrained, Decoder):
     def get_num_params(self) -> int:
         return sum(int(v.size) for v in checkpoint.flat_params(self).values())
 
+    def head_logits(self, x: jax.Array) -> jax.Array:
+        """Final-normed hidden states [..., D] (from `hidden_states`) -> logits [..., V]: the LM head (the tied
+        embedding or lm_head) and the final logit softcap when the family has one."""
+        logits = (self.embed if self.lm_head is None else self.lm_head).decode(x, layers=self.spec.layers)
+        if self.spec.logit_softcap is not None:
+            logits = jnp.tanh(logits / self.spec.logit_softcap) * self.spec.logit_softcap
+        return logits
+
     def __call__(self, input_ids: jax.Array, task: str = "lm", attention_mask: jax.Array | None = None,
                  labels: jax.Array | None = None, kv_caches: KVCache | None = None, use_cache: bool = False,
                  positions: jax.Array | None = None, dropout_key: jax.Array | None = None) -> ModelOutput:
@@ -228,9 +241,7 @@ class LlamaForCausalLM(Pretrained, Decoder):
             kv_caches = self.init_cache(input_ids.shape[0])
         x, kv_caches = self.hidden_states(input_ids, causal=True, attention_mask=attention_mask,
                                           positions=positions, kv_caches=kv_caches, dropout_key=dropout_key)
-        logits = (self.embed if self.lm_head is None else self.lm_head).decode(x, layers=self.spec.layers)
-        if self.spec.logit_softcap is not None:
-            logits = jnp.tanh(logits / self.spec.logit_softcap) * self.spec.logit_softcap
+        logits = self.head_logits(x)
         loss = None
         if labels is not None:
             if attention_mask is not None:

@@ -38,11 +38,12 @@ def _answer_loglik(graphdef, state, tokens, attention, answer_mask):
 
 
 class Adapter:
-    """A base model with K named experts; routes examples and scores answers (greedy, +-1 exact match)."""
+    """A base model with K named experts; routes examples and scores answers (greedy, `reward` > 0 counts)."""
 
     def __init__(self, wrapper: SVFWrapper, tokenizer, experts: dict[str, dict], *, max_new_tokens: int,
-                 batch_size: int, prompt_len: int):
+                 batch_size: int, prompt_len: int, reward=exact_match):
         self.wrapper, self.tokenizer, self.experts = wrapper, tokenizer, experts
+        self.reward = reward  # (completion, answer) -> +1 / -1: the answer checker of the tasks evaluated
         self.names = list(experts)
         self.batch_size = batch_size
         self.codec = PromptCodec(tokenizer, prompt_len, max_new_tokens)
@@ -58,7 +59,7 @@ class Adapter:
         return self._models[label]
 
     def accuracy(self, model, examples: Sequence[Example]) -> float:
-        return accuracy_with(model, examples, self.codec, exact_match, batch_size=self.batch_size)
+        return accuracy_with(model, examples, self.codec, self.reward, batch_size=self.batch_size)
 
     def behaviours(self, model, examples: Sequence[Example]) -> dict[str, float]:
         """Shares of greedy answers that are correct, the rival behaviour's (Example.distractor), or neither."""
