@@ -20,8 +20,8 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels.io import atomic_write_text
-from jaxmodels.svf import (OTHERS, HiddenStateClassifier, SVFWrapper, compute_cem_interpolation, parse_boxed,
-                           pooled_features, select_expert)
+from jaxmodels.svf import (MIXES, OTHERS, SCORES, HiddenStateClassifier, SVFWrapper, compute_cem_interpolation,
+                           own_correct_loglik, parse_boxed, pooled_features, select_expert)
 from jaxmodels_training.svf_losses import token_logprobs
 from jaxmodels_training.svf_rl import PromptCodec, accuracy_with, fixed_batches, rollout_with
 from jaxmodels_training.svf_tasks import DEMO_CLASSIFY_TEMPLATE, Example, exact_match, get_task, split
@@ -115,21 +115,44 @@ class Adapter:
         graphdef, state = nnx.split(model)
         return float(jnp.mean(_answer_loglik(graphdef, state, tokens, attention, answer)))
 
+    def own_answer_score(self, model, examples: Sequence[Example]) -> tuple[float, float]:
+        """(greedy accuracy, the official tie-break): the mean over the correctly answered examples of the mean
+        log-likelihood of the model's own answer tokens (the generated ids up to and including the stop token,
+        as the RL loss scores them), 0.0 when none is correct."""
+        graphdef, state = nnx.split(model)
+        logliks, correct = [], []
+        for chunk, n in fixed_batches(examples, self.batch_size):
+            out = rollout_with(model, chunk, self.codec, exact_match)
+            ll = _answer_loglik(graphdef, state, out.tokens, out.attention_mask, out.response_mask)
+            logliks += np.asarray(ll)[:n].tolist()
+            correct += (out.rewards[:n] > 0).tolist()
+        return float(np.mean(correct)), own_correct_loglik(np.array(logliks), np.array(correct))
+
     def few_shot(self, shots: Sequence[Example], test: Sequence[Example], *, iterations: int = 5,
-                 pop_size: int = 32, num_elites: int = 6, seed: int = 0, per_layer: bool = True):
-        """CEM over alphas [K, L] on the few-shot examples, then the test accuracy of the best mixture."""
+                 pop_size: int = 32, num_elites: int = 6, seed: int = 0, per_layer: bool = True,
+                 mix: str = "sigmoid", score: str = "reference"):
+        """CEM over alphas [K, L] (columns in the official matrix order) on the few-shot examples, then the test
+        accuracy of the best mixture. Candidates rank by few-shot accuracy, ties by `score`: "reference", the
+        mean token log-likelihood of the reference answers on every example, or "official", that of the
+        candidate's own correct answers (0 when none). mix: "sigmoid" (mix sigmoid(z)) or "raw" (mix z)."""
         if not shots:
             raise ValueError("few-shot adaptation needs at least one example (--shots); got an empty few-shot set")
+        if mix not in MIXES:
+            raise ValueError(f"unknown few-shot mixing {mix!r}; expected one of {MIXES}")
+        if score not in SCORES:
+            raise ValueError(f"unknown few-shot CEM score {score!r}; expected one of {SCORES}")
         experts = [self.experts[n] for n in self.names]
         layers = len(self.wrapper.keys) if per_layer else 1
 
         def evaluate(alphas):
-            model = self.wrapper.patch_mixture(alphas, experts)
+            model = self.wrapper.patch_mixture(alphas, experts, mix=mix)
+            if score == "official":
+                return self.own_answer_score(model, shots)
             return self.accuracy(model, shots), self.answer_loglik(model, shots)
 
         result = compute_cem_interpolation(evaluate, len(experts), layers, iterations=iterations, pop_size=pop_size,
                                            num_elites=num_elites, seed=seed)
-        return self.accuracy(self.wrapper.patch_mixture(result.alphas, experts), test), result
+        return self.accuracy(self.wrapper.patch_mixture(result.alphas, experts, mix=mix), test), result
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
@@ -140,6 +163,13 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-test", type=int, default=64, help="test examples per task")
     p.add_argument("--shots", type=int, default=8, help="few-shot examples per task for CEM")
     p.add_argument("--cem-iterations", type=int, default=5)
+    p.add_argument("--cem-mix", choices=MIXES, default="sigmoid",
+                   help="few-shot mixture: sigmoid = sum_k alpha_k sigmoid(z_k) (default, the masks the experts were "
+                        "trained with); raw = sum_k alpha_k z_k used as the mask (the official WeightedCombination)")
+    p.add_argument("--cem-score", choices=SCORES, default="reference",
+                   help="CEM tie-break among candidates of equal few-shot accuracy: reference = mean token "
+                        "log-likelihood of the reference answers (default); official = that of the candidate's own "
+                        "correct greedy answers, 0 when none is correct (optim_modules.CEM)")
     p.add_argument("--classifier-train", type=int, default=64, help="labelled prompts per domain for the classifier")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--classify-template", default=DEMO_CLASSIFY_TEMPLATE,
@@ -166,9 +196,10 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
 
 def evaluate_all(adapter: Adapter, tasks: Sequence[str], strategies: Sequence[str], *, n_test: int, shots: int,
                  cem_iterations: int, classifier_train: int, template: str, classify_tokens: int = 20,
-                 seed: int = 0) -> dict:
+                 seed: int = 0, cem_mix: str = "sigmoid", cem_score: str = "reference") -> dict:
     """{"per_task": {task: {strategy: accuracy}}, "mixed": {strategy: mean over the tasks with an expert},
-    "routing_accuracy": {strategy: fraction routed to the task's expert, or to "others" without one}}."""
+    "routing_accuracy": {strategy: fraction routed to the task's expert, or to "others" without one},
+    "cem": the few-shot settings (mix, score, iterations, shots)}."""
     data = {t: split(get_task(t), n_train=classifier_train, n_valid=shots, n_test=n_test, seed=seed + 1)
             for t in tasks}
     per_task = {t: {} for t in tasks}
@@ -180,7 +211,8 @@ def evaluate_all(adapter: Adapter, tasks: Sequence[str], strategies: Sequence[st
         if "expert" in strategies and t in adapter.experts:
             per_task[t]["expert"] = adapter.accuracy(adapter.model(t), data[t][2])
         if "few-shot" in strategies:
-            per_task[t]["few-shot"], _ = adapter.few_shot(data[t][1], data[t][2], iterations=cem_iterations, seed=seed)
+            per_task[t]["few-shot"], _ = adapter.few_shot(data[t][1], data[t][2], iterations=cem_iterations, seed=seed,
+                                                          mix=cem_mix, score=cem_score)
     expected = [e.domain if e.domain in adapter.experts else OTHERS for e in mixed_test]
     if "prompt" in strategies:
         routes = adapter.prompt_routes(mixed_test, template=template, max_new_tokens=classify_tokens)
@@ -196,7 +228,8 @@ def evaluate_all(adapter: Adapter, tasks: Sequence[str], strategies: Sequence[st
     for s in STRATEGIES:  # equal test sizes: the mean over tasks is the pooled accuracy
         if all(s in per_task[t] for t in with_expert):
             mixed[s] = float(np.mean([per_task[t][s] for t in with_expert]))
-    return {"per_task": per_task, "mixed": mixed, "routing_accuracy": routing}
+    return {"per_task": per_task, "mixed": mixed, "routing_accuracy": routing,
+            "cem": {"mix": cem_mix, "score": cem_score, "iterations": cem_iterations, "shots": shots}}
 
 
 def _per_task_from_routes(per_task, strategy, adapter, examples, routes):
@@ -220,7 +253,8 @@ def run(args, load_wrapper) -> dict:
                       prompt_len=prompt_len)
     results = evaluate_all(adapter, args.tasks, args.strategies, n_test=args.n_test, shots=args.shots,
                            cem_iterations=args.cem_iterations, classifier_train=args.classifier_train,
-                           template=args.classify_template, classify_tokens=args.classify_tokens, seed=args.seed)
+                           template=args.classify_template, classify_tokens=args.classify_tokens, seed=args.seed,
+                           cem_mix=args.cem_mix, cem_score=args.cem_score)
     for row in table(results, args.strategies):
         print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     print(f"routing accuracy: {results['routing_accuracy']}", file=sys.stderr)

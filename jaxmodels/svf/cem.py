@@ -1,8 +1,16 @@
 """Cross-entropy method over the per-matrix mixing coefficients of K experts (few-shot adaptation).
 
 As the official `optim_modules.CEM`: population 32, 6 elites, samples clamped to [0, 1], member 0 of each
-population is the best solution so far, best member by score with ties broken by the answers'
-log-likelihood, elites' mean and (unbiased) std for the next population. Seeded: same seed, same search.
+population is the best solution so far, best member by score with ties broken by a log-likelihood,
+elites' mean and (unbiased) std for the next population. Seeded: same seed, same search.
+
+The caller's `evaluate` gives each candidate's (score, tie-break); for few-shot adaptation the score is the
+accuracy on the few-shot examples and the tie-break one of SCORES:
+- "reference" (ours, the default): the mean per-token log-likelihood of the reference answers, every example;
+- "official": `own_correct_loglik`, the mean over the examples the candidate answered correctly of the mean
+  per-token log-likelihood of its own greedy answer, 0 when none is correct.
+One difference is kept: our elites are the top members by (score, tie-break, index); the official takes the
+top members by score alone (`np.argpartition`, ties in no defined order).
 """
 
 from __future__ import annotations
@@ -14,6 +22,18 @@ import numpy as np
 
 # evaluate(alphas [K, L]) -> (score, tie-break log-likelihood); higher is better for both.
 Evaluate = Callable[[np.ndarray], tuple[float, float]]
+
+SCORES = ("reference", "official")
+
+
+def own_correct_loglik(token_logliks: np.ndarray, correct: np.ndarray) -> float:
+    """The official tie-break: mean over the correct examples of each one's mean per-token log-likelihood of
+    the model's own answer (token_logliks [N], already averaged over each answer's tokens); 0.0 when no
+    example is correct (as `optim_modules.CEM` with use_loglikelihood_for_ties)."""
+    token_logliks, correct = np.asarray(token_logliks, np.float64), np.asarray(correct, bool)
+    if token_logliks.shape != correct.shape or token_logliks.ndim != 1:
+        raise ValueError(f"own_correct_loglik needs two [N] arrays, got {token_logliks.shape} and {correct.shape}")
+    return float(token_logliks[correct].mean()) if correct.any() else 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ from flax import nnx
 
 from jaxmodels.svf import expert as expert_io
 from jaxmodels.svf.decompose import DEFAULT_PATTERN, Decomposition, decompose
-from jaxmodels.svf.patch import kernel_shapes, masks_from_z, mix_masks, patch_state
+from jaxmodels.svf.patch import (kernel_shapes, masks_from_z, mix_masks, official_matrix_order, orient_masks,
+                                 patch_state)
 
 INIT_VALUE, INIT_STD = 0.1, 0.01  # the official policy's init: z = 0.1 + 0.01 * N(0, 1)
 
@@ -62,9 +63,19 @@ class SVFWrapper:
         z = self.z_vectors if z is None else self.check_z(z)
         return self.merge(_patch_jit(self.params, self.components, masks_from_z(z), self.kernel_shapes))
 
-    def patch_mixture(self, alphas, experts: list[dict[str, jax.Array]]) -> nnx.Module:
-        """A new model with the few-shot mixture m = sum_k alphas[k, l] sigmoid(z_k) of K experts."""
-        masks = mix_masks(alphas, [self.check_z(z) for z in experts], self.keys)
+    def patch_mixture(self, alphas, experts: list[dict[str, jax.Array]], *, mix: str = "sigmoid") -> nnx.Module:
+        """A new model with the few-shot mixture of K experts, alphas [K, L] (or [K, 1]).
+
+        Column l is matrix `official_matrix_order(self.decomposition)[l]` (by layer, then gate, up, down: the
+        official layout; `alphas_from_official` / `alphas_to_official` convert from / to `self.keys` order).
+        mix="sigmoid": m = sum_k alphas[k, l] sigmoid(z_k); mix="raw": m = sum_k alphas[k, l] z_k, the official
+        W' for any sign of sum(S m). A matrix whose mixture has sum(S m) = 0 (e.g. its alphas all 0) keeps its
+        base weights in both modes (the official formula divides by zero there).
+        """
+        masks = mix_masks(alphas, [self.check_z(z) for z in experts], official_matrix_order(self.decomposition),
+                          mix=mix)
+        if mix == "raw":
+            masks = orient_masks(masks, self.components)
         return self.merge(_patch_jit(self.params, self.components, masks, self.kernel_shapes))
 
     def check_z(self, z: dict[str, jax.Array]) -> dict[str, jax.Array]:
