@@ -1,4 +1,10 @@
-"""Frozen config dataclasses with a strict JSON round trip."""
+"""Frozen config dataclasses with a strict JSON round trip.
+
+A config checks its fields' types and ranges when it is built (`check_positive_ints`, `check_numbers` in its
+`__post_init__`), raising ConfigFieldError; the readers of config files (`ConfigMixin.from_dict`, the families'
+Hugging Face readers, through `build`) name the file in front of it, so a negative, string or float dimension
+is one message naming the file, the key and what was expected, never a failure deep inside JAX.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,39 @@ from jaxmodels.io import atomic_write_text, read_json_object
 
 # Keys written beside a config's fields that are metadata, not fields.
 _METADATA_KEYS = ("model_type", "jaxmodels_version")
+
+
+class ConfigFieldError(ValueError):
+    """A config field whose value has the wrong type or range."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive_ints(config, names: tuple[str, ...], *, optional: tuple[str, ...] = ()) -> None:
+    """Every field of `names` (and of `optional`, which may also be None) is an integer > 0."""
+    for name in (*names, *optional):
+        value = getattr(config, name)
+        if not (value is None and name in optional) and not (_is_int(value) and value > 0):
+            expected = "a positive integer" + (" or None" if name in optional else "")
+            raise ConfigFieldError(f"{type(config).__name__}.{name} must be {expected}, got {value!r}")
+
+
+def check_numbers(config, names: tuple[str, ...]) -> None:
+    """Every field of `names` is a real number (an int or a float, not a bool or a string)."""
+    for name in names:
+        value = getattr(config, name)
+        if not (_is_int(value) or isinstance(value, float)):
+            raise ConfigFieldError(f"{type(config).__name__}.{name} must be a number, got {value!r}")
+
+
+def build(cls: type, values: dict[str, Any], source: str):
+    """cls(**values), its field errors prefixed by `source` (the file they were read from)."""
+    try:
+        return cls(**values)
+    except ConfigFieldError as e:
+        raise ConfigFieldError(f"{source}: {e}") from None
 
 
 class ConfigMixin:
@@ -44,7 +83,7 @@ class ConfigMixin:
                          and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
         if missing:
             raise ValueError(f"{source}: missing required {cls.__name__} fields {missing}")
-        return cls(**data)
+        return build(cls, data, source)
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ConfigMixin:

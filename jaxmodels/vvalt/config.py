@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from jaxmodels.config import ConfigMixin
+from jaxmodels.config import ConfigMixin, check_positive_ints
 
 FRAME_NAMES = ("semantic", "structural", "causal", "relational", "graph")
 NUM_FRAMES = len(FRAME_NAMES)
@@ -34,13 +34,7 @@ class VVALTConfig(ConfigMixin):
     graph_propagation: bool = True
 
     def __post_init__(self):
-        for name in ("input_dim", "frame_dim", "task_dim", "num_labels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"VVALTConfig.{name} must be a positive integer, got {value!r}")
-        if self.hidden_dim is not None and (isinstance(self.hidden_dim, bool) or not isinstance(self.hidden_dim, int)
-                                            or self.hidden_dim <= 0):
-            raise ValueError(f"VVALTConfig.hidden_dim must be a positive integer or None, got {self.hidden_dim!r}")
+        check_positive_ints(self, ("input_dim", "frame_dim", "task_dim", "num_labels"), optional=("hidden_dim",))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise ValueError(f"VVALTConfig.seed must be an integer in [0, 2**32) (a legacy NumPy seed), "
                              f"got {self.seed!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from jaxmodels.config import build
 from jaxmodels.hf.config_policy import HFConfigReader
 from jaxmodels.hf.tables import KeyTable
 from jaxmodels.hf.transforms import IDENTITY, LINEAR
@@ -54,7 +55,7 @@ def read_hf_config(cfg: dict, source: str = "config.json") -> tuple[VVALTConfig,
     if "num_labels" not in fields and "id2label" in cfg:
         fields["num_labels"] = len(cfg["id2label"])
         ignored.pop("id2label", None)
-    return VVALTConfig(**fields), ignored
+    return build(VVALTConfig, fields, source), ignored
 
 
 def config_from_hf(cfg: dict, source: str = "config.json") -> VVALTConfig:
