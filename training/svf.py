@@ -25,7 +25,10 @@ from jaxmodels_training.metrics import MetricsLog, progress
 from jaxmodels_training.cli_args import add_run_dir_args
 from jaxmodels_training.loop import USER_ERRORS, TrainingError
 from jaxmodels_training.rundir import RunDir
-from jaxmodels_training.svf_rl import PromptCodec, SVFPPOTrainer
+from jaxmodels_training.svf_chat_tasks import CHAT_DOMAINS, file_split, load_task_file, strict_match
+from jaxmodels_training.svf_chat_tasks import split as chat_split
+from jaxmodels_training.svf_lora import LoRAPolicy
+from jaxmodels_training.svf_rl import PromptCodec, RewardError, SVFPPOTrainer
 from jaxmodels_training.svf_tasks import get_task, split
 from jaxmodels_training.tokenizer import load_tokenizer
 
@@ -41,7 +44,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--task", required=True, help="a task of training.svf_tasks (arith, reverse, sort, upper)")
+    p.add_argument("--task", help="a task of training.svf_tasks (arith, reverse, sort, upper) or, with a chat "
+                                  "--tokenizer, a chat domain of training.svf_chat_tasks (arithmetic, letters, "
+                                  "sentiment)")
+    p.add_argument("--task-file", metavar="JSONL", help="questions and answers of your own, one "
+                   "{\"question\": ..., \"answer\": ...} per line, asked through the tokenizer's chat template "
+                   "(a quarter of the questions, by hash, is held out)")
+    p.add_argument("--method", default="svf", choices=["svf", "lora"],
+                   help="train SVF z-vectors (an expert) or, as the baseline, LoRA adapters on the same matrices")
+    p.add_argument("--lora-rank", type=int, default=8, help="--method lora: the adapters' rank (alpha = 2 rank)")
     p.add_argument("--algo", default="reinforce", choices=["reinforce", "ppo"])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=16, help="prompts per step")
@@ -60,8 +71,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def check_train_args(p: argparse.ArgumentParser, args) -> None:
+    if (args.task is None) == (args.task_file is None):
+        p.error("give one of --task NAME or --task-file JSONL")
     for name in ("steps", "batch_size", "group_size", "max_new_tokens", "ppo_epochs", "n_train", "n_valid",
-                 "eval_every", "patience"):
+                 "eval_every", "patience", "lora_rank"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.algo == "ppo" and args.group_size > 1 and args.temperature == 0:
@@ -70,9 +83,12 @@ def check_train_args(p: argparse.ArgumentParser, args) -> None:
 
 
 def identity(args) -> dict:
-    keys = ("model", "tokenizer", "pattern", "task", "algo", "steps", "batch_size", "group_size", "temperature",
-            "lr", "grad_clip", "kl_coef", "ppo_epochs", "clip_eps", "n_train", "n_valid", "max_new_tokens", "seed")
-    return {k: (str(Path(getattr(args, k)).resolve()) if k == "model" else getattr(args, k)) for k in keys}
+    keys = ("model", "tokenizer", "pattern", "task", "task_file", "method", "lora_rank", "algo", "steps",
+            "batch_size", "group_size", "temperature", "lr", "grad_clip", "kl_coef", "ppo_epochs", "clip_eps",
+            "n_train", "n_valid", "max_new_tokens", "seed")
+    paths = ("model", "task_file")
+    return {k: (str(Path(getattr(args, k)).resolve()) if k in paths and getattr(args, k) else getattr(args, k))
+            for k in keys}
 
 
 def load_wrapper(args) -> tuple[SVFWrapper, object]:
@@ -84,15 +100,35 @@ def load_wrapper(args) -> tuple[SVFWrapper, object]:
     return SVFWrapper(model, pattern=args.pattern, cache_dir=args.svd_cache, seed=args.seed), tokenizer
 
 
-def train(args) -> dict:
-    """Trains one expert; returns {"best_valid", "best_step", "steps_done", "steps_per_s", "expert"}."""
-    wrapper, tokenizer = load_wrapper(args)
+def task_data(args, tokenizer):
+    """-> (name, train examples, valid examples, reward) for --task (synthetic or chat domain) or --task-file."""
+    if args.task_file is not None or args.task in CHAT_DOMAINS:
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(f"chat tasks are asked through the tokenizer's chat template; {tokenizer.name} has "
+                             f"none (pass --tokenizer DIR of a chat model)")
+        if args.task_file is not None:
+            items = load_task_file(args.task_file)
+            train_set, valid_set, _ = file_split(tokenizer, items, n_train=args.n_train, n_valid=args.n_valid,
+                                                 n_test=0, seed=args.seed, source=args.task_file)
+            return Path(args.task_file).stem, train_set, valid_set, strict_match
+        train_set, valid_set, _ = chat_split(tokenizer, args.task, n_train=args.n_train, n_valid=args.n_valid,
+                                             n_test=0, seed=args.seed)
+        return args.task, train_set, valid_set, strict_match
     task = get_task(args.task)
     train_set, valid_set, _ = split(task, n_train=args.n_train, n_valid=args.n_valid, n_test=0, seed=args.seed)
+    return task.name, train_set, valid_set, task.reward
+
+
+def train(args) -> dict:
+    """Trains one expert (or, with --method lora, LoRA adapters); returns {"best_valid", "best_step",
+    "steps_done", "steps_per_s", "expert"} (the adapters' directory for LoRA)."""
+    wrapper, tokenizer = load_wrapper(args)
+    name, train_set, valid_set, reward = task_data(args, tokenizer)
     codec = PromptCodec.for_examples(tokenizer, train_set + valid_set, args.max_new_tokens)
-    trainer = SVFPPOTrainer(wrapper, codec, algo=args.algo, lr=args.lr, grad_clip=args.grad_clip,
+    policy = LoRAPolicy(wrapper.model, rank=args.lora_rank, seed=args.seed) if args.method == "lora" else None
+    trainer = SVFPPOTrainer(None if policy else wrapper, codec, algo=args.algo, lr=args.lr, grad_clip=args.grad_clip,
                             kl_coef=args.kl_coef, clip_eps=args.clip_eps, epochs=args.ppo_epochs,
-                            group_size=args.group_size, temperature=args.temperature)
+                            group_size=args.group_size, temperature=args.temperature, policy=policy)
     run = RunDir(args.out, identity(args), resume=args.resume, force=args.force)
     start, best, best_step, stale = 0, -1.0, 0, 0
     if args.resume:
@@ -112,7 +148,7 @@ def train(args) -> dict:
 
     def evaluate(step):
         t = time.perf_counter()
-        acc = trainer.accuracy(valid_set, task.reward, batch_size=eval_batch)
+        acc = trainer.accuracy(valid_set, reward, batch_size=eval_batch)
         log.write({"step": step, "split": "valid", "accuracy": acc})
         eval_seconds[0] += time.perf_counter() - t
         return acc
@@ -120,13 +156,20 @@ def train(args) -> dict:
     if not args.resume:
         best = evaluate(0)
         best_step = 0
-    bar = progress(args.steps, start, f"svf {args.task} {args.algo}")
+    bar = progress(args.steps, start, f"{args.method} {name} {args.algo}")
     t0, done, warm = time.perf_counter(), start, None
     eval_seconds[0] = 0.0
     for step in range(start, args.steps):
         idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        rollout, metrics = trainer.step([train_set[i] for i in idx], task.reward, seed=args.seed * 100003 + step,
-                                        task_name=task.name)
+        try:
+            rollout, metrics = trainer.step([train_set[i] for i in idx], reward, seed=args.seed * 100003 + step,
+                                            task_name=name)
+        except RewardError as e:  # raised before any update: trainer.z is the last good state
+            run.save(done, {"z": trainer.z, "opt_state": trainer.opt_state, "best_z": best_z},
+                     {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
+            log.close()
+            raise TrainingError(f"{e}; stopped at step {step + 1} with the last good state saved in "
+                                f"{run.out / 'checkpoints'} (step {done}; --resume continues from it)") from None
         loss = metrics["loss"]
         if not np.isfinite(loss):
             raise TrainingError(f"the {args.algo} loss became {loss} at step {step + 1}; stopped (checkpoints in "
@@ -158,9 +201,12 @@ def train(args) -> dict:
     if warm is not None and done > warm[0]:  # rollouts and updates only, after the compiling first step
         steady = (done - warm[0]) / (time.perf_counter() - warm[1] - (eval_seconds[0] - warm[2]))
     log.close()
-    expert = wrapper.save(run.out / "expert.safetensors", trainer.z_vectors(best_z), name=args.task)
+    if policy is not None:
+        expert = policy.save(run.out / "lora", best_z)
+    else:
+        expert = wrapper.save(run.out / "expert.safetensors", trainer.z_vectors(best_z), name=name)
     run.close()
-    print(f"best valid accuracy {best:.3f} at step {best_step}; expert in {expert}", file=sys.stderr)
+    print(f"best valid accuracy {best:.3f} at step {best_step}; {args.method} in {expert}", file=sys.stderr)
     return {"best_valid": best, "best_step": best_step, "steps_done": done,
             "steps_per_s": steady, "expert": str(expert)}
 

@@ -54,6 +54,7 @@ class Example:
     answer: str
     domain: str
     distractor: str = ""  # the rival behaviour's answer ("" when the task has none)
+    question: str = ""  # the bare question when `prompt` is a rendered conversation (svf_chat_tasks)
 
 
 @dataclasses.dataclass(frozen=True)
