@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 from jaxmodels.checkpoint import CONFIG_NAME, native_config
-from jaxmodels.gguf.convert import _check_outside, open_gguf, planned_tensors
+from jaxmodels.gguf.convert import open_gguf, planned_tensors
 from jaxmodels.hf.writer import write_shards
 from jaxmodels.io import atomic_directory
+from jaxmodels.paths import check_destination
 from jaxmodels.pretrained import check_dtype, write_hf
 from jaxmodels_interop import gguf_tokenizer
 
@@ -21,12 +22,12 @@ from jaxmodels_interop import gguf_tokenizer
 def convert_from_gguf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=None, to: str = "ours",
                       overwrite: bool = False) -> dict:
     """A .gguf file -> our checkpoint directory (`to="ours"`) or a transformers one (`to="hf"`), with the
-    tokenizer files. Atomic; an existing dst needs overwrite=True, and dst may never hold the source."""
+    tokenizer files. Atomic; an existing dst needs overwrite=True, and dst may never be, hold or lie inside the source."""
     if to not in ("ours", "hf"):
         raise ValueError(f"to={to!r}: expected 'ours' or 'hf'")
     src, dst = Path(src), Path(dst)
+    check_destination(dst, [src], what="OUT")
     source = open_gguf(src)
-    _check_outside(src, dst)
     dtype = check_dtype(source.family, dtype)
     tensors = planned_tensors(source, dtype)
     files = gguf_tokenizer.files(source.file)  # built before the output exists: a tokenizer problem writes nothing

@@ -67,11 +67,21 @@ def _seal_tree(root: Path, dir_mode: int) -> None:
         _fsync(parent, directory=True)
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while making room for `path` (a read-only or full directory) names `path`, not a temporary."""
+    try:
+        yield
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot write {path} ({e.strerror})") from None
+
+
 def _new_file(path: Path) -> tuple[int, Path]:
     """An empty temporary sibling of `path`, opened for writing, with the mode open() gives (0o666 less the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
-    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 def _commit_file(tmp: Path, path: Path) -> None:
@@ -199,9 +209,10 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Pa
     path = Path(path)
     if not overwrite and os.path.lexists(path):
         raise _exists(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
-    os.mkdir(tmp, 0o777)
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(tmp, 0o777)
     dir_mode = stat.S_IMODE(os.stat(tmp).st_mode) & 0o777  # what the umask (or a default ACL) makes of 0o777
     try:
         yield tmp

@@ -38,6 +38,7 @@ from jaxmodels.hf.convert import fill, param_shapes, plan_import
 from jaxmodels.hf.source import SafetensorsCheckpoint
 from jaxmodels.hf.writer import PlannedTensor, parse_size, write_shards
 from jaxmodels.io import atomic_directory, read_json_object
+from jaxmodels.paths import check_destination
 
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
           "float16": np.dtype(np.float16), "float64": np.dtype(np.float64)}
@@ -235,8 +236,10 @@ def save_pretrained(model, path: str | os.PathLike, *, overwrite: bool = True, m
 
 def convert_from_hf(src: str | os.PathLike, dst: str | os.PathLike, *, model_type: str | None = None, dtype=None,
                     max_shard_size=None, overwrite: bool = False, weights=None) -> dict:
-    """A Hugging Face checkpoint directory -> ours, one tensor at a time (dtype: cast; default keep)."""
+    """A Hugging Face checkpoint directory -> ours, one tensor at a time (dtype: cast; default keep). `dst` may
+    not be, hold or lie inside `src`."""
     src = Path(src)
+    check_destination(dst, [src], what="DST")
     resolved = resolve(src, model_type)
     if resolved.native:
         raise ValueError(f"{src} is already a jaxmodels checkpoint; use `to-hf` to export it")
@@ -321,7 +324,9 @@ def export_hf(model, path: str | os.PathLike, *, dtype=None, max_shard_size=None
 
 def convert_to_hf(src: str | os.PathLike, dst: str | os.PathLike, *, dtype=None, max_shard_size=None,
                   overwrite: bool = False, layout: str = "transformers") -> dict:
-    """Our checkpoint directory (or a training run holding one) -> a Hugging Face one, one tensor at a time."""
+    """Our checkpoint directory (or a training run holding one) -> a Hugging Face one, one tensor at a time.
+    `dst` may not be, hold or lie inside `src` (nor the run directory's model)."""
+    check_destination(dst, [src, model_dir(src)], what="DST")
     src = model_dir(src)
     resolved = resolve(src)
     if not resolved.native:

@@ -328,7 +328,7 @@ def test_output_needs_force_and_never_holds_the_source(written, tmp_path, capsys
     (tmp_path / "out" / "keep.txt").write_text("mine")
     for argv, message in (([str(tmp_path / "out")], "already exists; refusing to overwrite it"),
                           ([str(src.parent), "--force"], "holds the source"),
-                          ([str(src), "--force"], "holds the source")):
+                          ([str(src), "--force"], "is the source")):
         with pytest.raises(SystemExit):
             convert_cli.main(["from-gguf", str(src), *argv])
         assert message in capsys.readouterr().err

@@ -120,14 +120,6 @@ def open_gguf(path: str | os.PathLike) -> GGUFSource:
     return GGUFSource(file, arch, family, config, cfg, ignored, cls, weights, abstract)
 
 
-def _check_outside(src: Path, dst: Path) -> None:
-    """The output directory is replaced whole (with --force): it must not hold the source, nor be it."""
-    dst = Path(os.path.abspath(dst)).resolve()
-    for candidate in {Path(os.path.abspath(src)), src.resolve()}:
-        if candidate == dst or dst in candidate.parents:
-            raise ValueError(f"{dst} holds the source {src}; choose an output directory outside it")
-
-
 class Int8Weights:
     """A GGUF file's tensors keyed by our parameter paths for an int8 model (`jaxmodels.quantize`): each int8
     layer's values and Q8_0 scales from `GGUFWeights.get_q8_0`, moved to our layouts by the key table's own

@@ -13,11 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxmodels.hf.source import CheckpointError, SafetensorsCheckpoint
+from jaxmodels.hf.source import FLOAT_DTYPES, CheckpointError, SafetensorsCheckpoint  # every parameter is a float
 from jaxmodels.hf.tables import KeyTable
-
-
-FLOAT_DTYPES = ("F32", "BF16", "F16", "F64")  # safetensors names; every parameter here is floating point
 
 
 def param_key(path) -> str:
