@@ -120,8 +120,12 @@ def machine() -> dict[str, Any]:
 
 
 def write_results(suite: str, results: dict[str, Any], rows: list[dict[str, Any]], *, notes: str = "",
-                  columns: list[str] | None = None) -> Path:
-    """Writes <suite>.json and <suite>.md into results_dir() and prints the table; returns the JSON path."""
+                  columns: list[str] | None = None, chart: Callable[[list, dict], Any] | None = None) -> Path:
+    """Writes <suite>.json and <suite>.md into results_dir() and prints the table; returns the JSON path.
+
+    With `chart(rows, results) -> Figure` (benchmarks/charts.py) also <suite>.png, shown in the markdown; it is
+    drawn after the JSON is written, so a failing chart never costs the measurements.
+    """
     out = results_dir()
     payload = {"suite": suite, "command": shlex.join([Path(sys.executable).name, "-m", "benchmarks", *sys.argv[1:]]),
                "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine(), "results": results, "rows": rows}
@@ -129,8 +133,12 @@ def write_results(suite: str, results: dict[str, Any], rows: list[dict[str, Any]
     md = f"# {suite}\n\n`{payload['command']}` on {payload['time']}\n\n{table}\n"
     if notes:
         md += f"\n{notes}\n"
+    if chart is not None:
+        md += f"\n![{suite}]({suite}.png)\n"
     atomic_write_text(out / f"{suite}.json", json.dumps(payload, indent=2) + "\n")  # creates `out` when missing
     atomic_write_text(out / f"{suite}.md", md)
+    if chart is not None:
+        write_chart(chart(rows, results), f"{suite}.png")
     print(table)
     if notes:
         print(notes)

@@ -17,8 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from jaxmodels_benchmarks.charts import figure, ratio_bars
 from jaxmodels_benchmarks.harness import write_results
 
+TARGET_EXTRA = 1.3  # peak extra memory of a conversion, in largest shards
 QWEN25_05B = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6,
                   tie_word_embeddings=True, rms_norm_eps=1e-6)
@@ -109,9 +111,24 @@ def main(argv: list[str]) -> None:
         for row in rows[1:]:
             row["speed vs copy"] = row["GiB/s"] / rows[0]["GiB/s"]
         notes = (f"Synthetic Qwen2.5-0.5B-shaped bf16 checkpoint, {layers} layers, {size / 2**30:.3f} GiB in one "
-                 f"file. Target: peak extra memory <= 1.3 x the largest shard; measured "
+                 f"file. Target: peak extra memory <= {TARGET_EXTRA:g} x the largest shard; measured "
                  f"{max(r['extra / largest shard'] for r in rows[1:]):.2f} x.")
-        write_results("convert", results, rows, notes=notes, columns=[
+        write_results("convert", results, rows, notes=notes, chart=chart, columns=[
             "operation", "median s", "GiB/s", "speed vs copy", "peak extra MiB", "extra / largest shard"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def chart(rows: list[dict], results: dict):
+    """Throughput against a plain copy of the file, and peak extra memory against the target."""
+    ops = rows[1:]
+    fig, (speed, memory) = figure(2, width=5.5, height=2.4)
+    ratio_bars(speed, [r["operation"] for r in ops], [r["speed vs copy"] for r in ops],
+               xlabel="GiB/s / a plain copy's GiB/s (higher is better)")
+    speed.set_title("Conversion speed", fontsize=10)
+    ratio_bars(memory, [r["operation"] for r in ops], [r["extra / largest shard"] for r in ops],
+               xlabel="peak extra memory / the largest shard (lower is better)", better="lower",
+               limits={f"target {TARGET_EXTRA:g}x": TARGET_EXTRA})
+    memory.set_title("Peak memory above the imports", fontsize=10)
+    fig.tight_layout()
+    return fig

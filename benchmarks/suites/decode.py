@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmodels_benchmarks.charts import ratio_figure
 from jaxmodels_benchmarks.harness import time_alternating, write_results
 
+TARGET_SPEEDUP = 3.0  # over transformers' generate, for the small models
 SIZES = {
     "qwen2-4M": dict(vocab_size=8192, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                      num_attention_heads=4, num_key_value_heads=2),
@@ -84,6 +86,14 @@ def main(argv: list[str]) -> None:
                    "same tokens": bool(np.array_equal(mine, theirs))}
             rows.append(row)
             results[f"{name}/b{batch}"] = {**row, "timings": timings}
-    write_results("decode", results, rows,
+    write_results("decode", results, rows, chart=chart,
                   notes=f"Greedy, {new} new tokens after a {args.prompt}-token prompt; tokens/s = batch x new tokens "
-                        f"/ median wall time of the whole generate call (prefill included). Target: >= 3x for small models.")
+                        f"/ median wall time of the whole generate call (prefill included). Target: >= {TARGET_SPEEDUP:g}x for small "
+                        "models.")
+
+
+def chart(rows: list[dict], results: dict):
+    return ratio_figure([f"{r['model']}, batch {r['batch']}" for r in rows], [r["speed-up"] for r in rows],
+                        title="Greedy generate, jaxmodels against transformers (prefill included)",
+                        xlabel="our tokens/s / transformers' tokens/s (higher is better)", log=True,
+                        limits={f"target {TARGET_SPEEDUP:g}x (small models)": TARGET_SPEEDUP})

@@ -30,7 +30,8 @@ import time
 
 import numpy as np
 
-from jaxmodels_benchmarks.harness import pyplot, time_alternating, write_chart, write_results
+from jaxmodels_benchmarks.charts import figure, grouped_bars
+from jaxmodels_benchmarks.harness import time_alternating, write_results
 
 _MATRIX = (8192, 16384)  # 512 MiB of float32
 
@@ -155,26 +156,20 @@ def _prefill(ours, hf, length: int, vocab: int, runs: int) -> dict:
     return time_alternating({"ours": lambda: forward_logits(graphdef, state, jids), "theirs": theirs}, warmup=1, runs=runs)
 
 
-def _chart(rows: list[dict]) -> None:
-    plt = pyplot()
-
-    labels = [f"{r['dtype']}\nbatch {r['batch']}" for r in rows]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(1.8 * len(rows) + 2, 4))
-    ax.bar(x - 0.2, [r["jaxmodels tok/s"] for r in rows], 0.4, label="jaxmodels")
-    ax.bar(x + 0.2, [r["transformers tok/s"] for r in rows], 0.4,
-           label="transformers (bfloat16 beside our int8)" if any(r["dtype"] in _INT8 for r in rows)
-           else "transformers")
+def chart(rows: list[dict], results: dict):
+    fig, (ax,) = figure(width=1.8 * len(rows) + 2)
+    theirs = "transformers (bfloat16 beside our int8)" if any(r["dtype"] in _INT8 for r in rows) else "transformers"
+    grouped_bars(ax, [f"{r['dtype']}\nbatch {r['batch']}" for r in rows],
+                 {"jaxmodels": [r["jaxmodels tok/s"] for r in rows], theirs: [r["transformers tok/s"] for r in rows]})
     for i, r in enumerate(rows):
         if r.get("limit tok/s"):
             ax.hlines(r["limit tok/s"], i - 0.45, i + 0.45, colors="k", linestyles="--",
                       label="bandwidth limit" if i == 0 else None)
-    ax.set_xticks(x, labels)
     ax.set_ylabel("decode tokens / s")
     ax.set_title("Decode steps (prefill excluded)")
     ax.legend()
     fig.tight_layout()
-    write_chart(fig, "decode-model.png")
+    return fig
 
 
 _INT8 = {"int8": None, "q8_0": 32}  # our int8 configurations: block size None (a scale per channel) or Q8_0's 32
@@ -255,7 +250,5 @@ def run(model_dir: str, *, new_tokens: int, prompt_tokens: int, prefill: int, ru
              "position where a row differs, and teacher-forced agreement (the fraction of the float32 model's greedy "
              f"tokens that ours predicts given the float32 text before each). Prefill of {prefill} tokens, "
              "transformers / ours: "
-             + ", ".join(f"{d} {results[f'{d}/prefill_speedup']:.2f}x" for d in dtypes)
-             + ". Chart: decode-model.png.")
-    write_results("decode-model", results, rows, notes=notes, columns=columns)
-    _chart(rows)
+             + ", ".join(f"{d} {results[f'{d}/prefill_speedup']:.2f}x" for d in dtypes) + ".")
+    write_results("decode-model", results, rows, notes=notes, columns=columns, chart=chart)

@@ -34,7 +34,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from jaxmodels_benchmarks.harness import pyplot, time_alternating, write_chart, write_results
+from jaxmodels_benchmarks.charts import figure, grouped_bars
+from jaxmodels_benchmarks.harness import time_alternating, write_results
 from jaxmodels_benchmarks.suites import _finetune_sides as sides
 
 IN_ALL = False  # needs --model
@@ -160,8 +161,7 @@ def main(argv: list[str]) -> None:
         print(f"finetune {case_name(dtype, remat)}: memory", flush=True)
         results["cases"][case_name(dtype, remat)]["memory"] = memory(args, dtype, remat, config["vocab_size"])
     rows = [_row(name, r, tokens) for name, r in results["cases"].items()]
-    write_results("finetune", results, rows, notes=_notes(args, results, tokens, flops))
-    _chart(rows)
+    write_results("finetune", results, rows, notes=_notes(args, results, tokens, flops), chart=chart)
 
 
 def _row(name: str, r: dict, tokens: int) -> dict:
@@ -207,7 +207,7 @@ def _notes(args, results: dict, tokens: int, flops: float) -> str:
         f"and case, medians, alternating in one process; tokens/s = B T / step. Step: shifted next-token CE, "
         f"global-norm clipping at {sides.GRAD_CLIP}, AdamW lr {sides.LR} (constant), betas {sides.BETAS}, eps 1e-8, "
         f"weight decay {sides.WEIGHT_DECAY} on matrices only. `ours / transformers` > 1: ours is faster. Analytic "
-        f"{flops / 1e9:.0f} GFLOP per step. Chart: finetune.png.",
+        f"{flops / 1e9:.0f} GFLOP per step.",
         "**float32**: both in float32. **bfloat16** (the same mixed-precision recipe, float32 master weights and "
         "AdamW state on both sides): ours is `make_train_step(compute_dtype=bfloat16)`, which casts every float "
         "parameter (norm weights too) to bfloat16 and runs the whole forward and backward in bfloat16, "
@@ -257,14 +257,11 @@ def _notes(args, results: dict, tokens: int, flops: float) -> str:
     return "\n\n".join(notes)
 
 
-def _chart(rows: list[dict]) -> None:
-    plt = pyplot()
-    fig, (speed_ax, mem_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    x = range(len(rows))
+def chart(rows: list[dict], results: dict):
+    fig, (speed_ax, mem_ax) = figure(2, width=5.5)
     for ax, key, label in ((speed_ax, "tok/s", "training tokens/s"), (mem_ax, "peak MiB", "peak RSS (MiB)")):
-        ax.bar([i - 0.2 for i in x], [r[f"ours {key}"] for r in rows], 0.4, label=OURS)
-        ax.bar([i + 0.2 for i in x], [r[f"transformers {key}"] for r in rows], 0.4, label=THEIRS)
-        ax.set_xticks(list(x), [r["case"] for r in rows])
+        grouped_bars(ax, [r["case"] for r in rows], {OURS: [r[f"ours {key}"] for r in rows],
+                                                     THEIRS: [r[f"transformers {key}"] for r in rows]})
         ax.set_ylabel(label)
         ax.set_ylim(top=1.25 * max(max(r[f"ours {key}"], r[f"transformers {key}"]) for r in rows))
         ax.legend(loc="upper center", ncols=2)
@@ -273,7 +270,7 @@ def _chart(rows: list[dict]) -> None:
     speed_ax.set_title("Full fine-tuning step, ours / transformers (higher is better)")
     mem_ax.set_title("Peak memory, one process each (lower is better)")
     fig.tight_layout()
-    write_chart(fig, "finetune.png")
+    return fig
 
 
 if __name__ == "__main__":

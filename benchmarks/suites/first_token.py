@@ -34,7 +34,8 @@ import time
 from pathlib import Path
 
 from jaxmodels.compilation_cache import ENV_VAR, OFF
-from jaxmodels_benchmarks.harness import pyplot, write_chart, write_results
+from jaxmodels_benchmarks.charts import figure
+from jaxmodels_benchmarks.harness import write_results
 
 IN_ALL = False  # needs --model
 
@@ -127,10 +128,8 @@ def _short(model: str, width: int = 16) -> str:
     return name if len(name) <= width else name[:width - 1] + "\u2026"
 
 
-def _chart(rows: list[dict]) -> None:
-    plt = pyplot()
-
-    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4.5))
+def chart(rows: list[dict], results: dict):
+    fig, (ax,) = figure(width=1.3 * len(rows) + 2, height=4.5)
     x = range(len(rows))
     bottom = [0.0] * len(rows)
     for key, label in PARTS.items():
@@ -144,7 +143,7 @@ def _chart(rows: list[dict]) -> None:
     ax.set_ylim(0, 1.45 * max(max(r["first token s"] for r in rows), TARGET_S))
     ax.legend(loc="upper left", fontsize=8, ncol=2)
     fig.tight_layout()
-    write_chart(fig, "first-token.png")
+    return fig
 
 
 def main(argv: list[str]) -> None:
@@ -175,6 +174,5 @@ def main(argv: list[str]) -> None:
     notes = (f"{args.runs} repetitions, medians; greedy, {args.max_new_tokens} new tokens. First token = process "
              f"start to the first byte on stdout; tokenizer, model and prefill (generation start to first token) are "
              f"the CLI's own --stats figures; imports etc. = first token - the three. Prompts: {args.prompt!r} and "
-             f"{args.other_prompt!r}. Warm target {TARGET_S:g} s. " + "; ".join(verdicts) + ". Chart: first-token.png.")
-    write_results("first-token", {"records": records, "target_s": TARGET_S}, rows, notes=notes)
-    _chart(rows)
+             f"{args.other_prompt!r}. Warm target {TARGET_S:g} s. " + "; ".join(verdicts) + ".")
+    write_results("first-token", {"records": records, "target_s": TARGET_S}, rows, notes=notes, chart=chart)

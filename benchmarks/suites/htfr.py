@@ -19,10 +19,12 @@ import time
 
 import numpy as np
 
+from jaxmodels_benchmarks.charts import ratio_figure
 from jaxmodels_benchmarks.harness import time_fn, write_results
 from jaxmodels.htfr import HTFRClassifier, HTFRConfig, HTFRModel, HTFRRegressor, ReferenceField
 
 COLUMNS = ["part", "case", "impl", "samples_per_s", "ms_per_sample", "speedup", "check"]
+TARGET_SPEEDUP = 100.0  # of training over the per-sample NumPy rate
 
 
 def _field(m, d, o, cfg, seed=0):
@@ -170,6 +172,15 @@ def main(argv: list[str]) -> None:
         bench_sklearn(args.quick, rows, results)
     notes = ("speedup = NumPy per-sample time / JAX time on the same state (train: sequential or batched; predict: "
              "batched top_k prediction). 'jax sequential' is the exact online rule; check = its largest deviation "
-             "from the NumPy reference's predictions. Target: training >= 100x the per-sample NumPy rate. "
+             f"from the NumPy reference's predictions. Target: training >= {TARGET_SPEEDUP:g}x the per-sample NumPy rate. "
              "2 shared CPU cores; single timed passes of n_train samples after a compile chunk.")
-    write_results("htfr" + ("-quick" if args.quick else ""), results, rows, notes=notes, columns=COLUMNS)
+    write_results("htfr" + ("-quick" if args.quick else ""), results, rows, notes=notes, columns=COLUMNS, chart=chart)
+
+
+def chart(rows: list[dict], results: dict):
+    """Every JAX row's speed-up over the per-sample NumPy reference of its shape (the reference rows are 1)."""
+    timed = [r for r in rows if isinstance(r["speedup"], (int, float)) and not r["impl"].startswith("numpy")]
+    return ratio_figure([f"{r['part'].split(' (')[0]}, {r['case'].split(',')[0]}: {r['impl']}" for r in timed],
+                        [r["speedup"] for r in timed], title="HTFR, JAX against the original's per-sample NumPy",
+                        xlabel="NumPy time / JAX time (higher is better)", log=True,
+                        limits={f"target {TARGET_SPEEDUP:g}x (training)": TARGET_SPEEDUP})

@@ -45,6 +45,7 @@ import optax
 import torch
 from flax import nnx
 
+from jaxmodels_benchmarks.charts import figure, ratio_bars
 from jaxmodels_benchmarks.harness import block, time_alternating, write_results
 from jaxmodels_benchmarks.hlo_dots import DotSpec, dot_specs, dots_only, torch_dots
 from jaxmodels import Hyformer, HyformerConfig
@@ -340,5 +341,21 @@ def main(argv: list[str]) -> None:
                "flops": flops, "peak_gflops": peaks, "peak_others_cpu_share": peak_load.share, "compile_s": compile_s,
                "first_loss": first_loss}
     write_results("hyformer-quick" if args.quick else "hyformer", results, rows, notes="\n\n".join(notes),
-                  columns=["case", "impl", "median ms", "min ms", "this / ours", "GFLOP/s", "% of peak",
-                           "others' CPU %"])
+                  chart=chart, columns=["case", "impl", "median ms", "min ms", "this / ours", "GFLOP/s", "% of peak",
+                                        "others' CPU %"])
+
+
+def chart(rows: list[dict], results: dict):
+    """Left: every contender's time over ours (the tuned layers) per case; right: each row's share of the
+    measured matmul peak, the limit of this CPU."""
+    others = [r for r in rows if r["impl"] != OURS]
+    fig, (ratios, peak) = figure(2, width=6.2, height=0.24 * len(rows) + 1.4)
+    ratio_bars(ratios, [f"{r['case']}: {r['impl']}" for r in others], [r["this / ours"] for r in others],
+               xlabel="their time / ours (> 1: ours is faster)")
+    ratios.set_title(f"Against {OURS} = 1", fontsize=9)
+    ratio_bars(peak, [f"{r['case']}: {r['impl']}" for r in rows], [r["% of peak"] for r in rows], reference=None,
+               unit="%", xlabel="% of the measured fp32 matmul peak", limits={"matmul peak": 100.0})
+    peak.set_title(f"Rate against this CPU's matmul peak ({max(results['peak_gflops'].values()):.0f} GFLOP/s)",
+                   fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmodels_benchmarks.charts import figure, ratio_bars
 from jaxmodels_benchmarks.harness import time_alternating, time_fn, write_results
 from jaxmodels_kernels.countsketch import apply_count_sketch_host, apply_count_sketch_jax, make_count_sketch
 from jaxmodels_kernels.fwht import fwht_host, fwht_jax, reference_fwht
@@ -23,6 +24,7 @@ from jaxmodels_kernels.index import FaissIndex
 from jaxmodels_kernels.srht import apply_block_srht_host, apply_block_srht_jax, make_block_srht
 
 COLUMNS = ["benchmark", "case", "impl", "median_ms", "figure", "unit", "best", "vs_baseline"]
+FWHT_TARGET_NS = 3.0  # per element, numba, rows of 2^10..2^16
 
 
 def _original_count_sketch(x, params):
@@ -144,8 +146,32 @@ def main(argv: list[str]) -> None:
         if not args.only or name in args.only:
             print(f"-- {name}", flush=True)
             fn(args.quick, rows, results)
-    notes = ("FWHT target: <= 3 ns/element for rows of 2^10..2^16 (numba); 'figure' is the median, 'best' the "
-             "fastest run (least disturbed by other processes). 'floor (copy)' is one read plus one "
+    notes = (f"FWHT target: <= {FWHT_TARGET_NS:g} ns/element for rows of 2^10..2^16 (numba); 'figure' is the median, "
+             "'best' the fastest run (least disturbed by other processes). 'floor (copy)' is one read plus one "
              "write of the data. vs_baseline = baseline time / this time (baseline: numpy reference, the original "
              "CountSketch loop, the NumPy kNN scan). 2 shared CPU cores: medians of interleaved runs.")
-    write_results("kernels" + ("-quick" if args.quick else ""), results, rows, notes=notes, columns=COLUMNS)
+    write_results("kernels" + ("-quick" if args.quick else ""), results, rows, notes=notes, columns=COLUMNS,
+                  chart=chart)
+
+
+def chart(rows: list[dict], results: dict):
+    """Left: FWHT time per element against the target; right: the other kernels against their baselines (the
+    index updates against a full rebuild)."""
+    fwht = [r for r in rows if r["benchmark"] == "fwht" and r["impl"] != "numpy reference"]
+    timed = [r for r in rows if r["benchmark"] != "fwht" and isinstance(r["vs_baseline"], (int, float))]
+    updates = [r for r in rows if r["benchmark"] == "index update" and isinstance(r["figure"], (int, float))]
+    panels = [p for p, present in (("fwht", fwht), ("others", timed + updates)) if present]
+    fig, axes = figure(len(panels), width=5.8, height=0.2 * max(len(fwht), len(timed + updates)) + 1.3)
+    for ax, panel in zip(axes, panels):
+        if panel == "fwht":
+            ratio_bars(ax, [f"{r['case']}: {r['impl']}" for r in fwht], [r["figure"] for r in fwht],
+                       xlabel="ns per element (lower is better)", better="lower", reference=None, unit=" ns",
+                       limits={f"target {FWHT_TARGET_NS:g} ns (numba)": FWHT_TARGET_NS})
+            ax.set_title("FWHT", fontsize=9)
+        else:
+            ratio_bars(ax, [f"{r['benchmark']} {r['case']}: {r['impl']}" for r in timed + updates],
+                       [r["vs_baseline"] for r in timed] + [r["figure"] for r in updates], log=True,
+                       xlabel="baseline time / this time (higher is better)")
+            ax.set_title("Against the baselines", fontsize=9)
+    fig.tight_layout()
+    return fig

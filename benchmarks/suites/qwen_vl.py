@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmodels_benchmarks.charts import figure, grouped_bars
 from jaxmodels_benchmarks.harness import time_alternating, time_fn, write_results
 
 IN_ALL = False  # needs torchvision (see docs/qwen_vl.md); run it by name
@@ -105,9 +106,43 @@ def main(argv: list[str]) -> None:
             if attn == attn_implementations[0]:
                 results["async"] = _async_rows(llm, prompt, batch * 2, new, runs, rows)
     suite = "qwen-vl-quick" if args.quick else "qwen-vl"
-    write_results(suite, results, rows,
+    write_results(suite, results, rows, chart=chart,
                   notes=f"device {device}, {args.threads} CPU thread(s); greedy, {new} new tokens; image 112x112 = 16 image tokens per prompt; "
                         "LoRA rank 8 on the language model's q/k/v/o (peft, unmerged). flash_attention_2 appears "
                         "only where CUDA and flash-attn are present. The 'async calls' rows: concurrent greedy "
                         "generate_async requests, each its own model call vs coalesced into batches; their tok/s "
                         "include prefill and the processor.")
+
+
+def _kind(row: dict) -> str:
+    return ("image" if row["image"] else "text") + (" + LoRA" if row["LoRA"] else "")
+
+
+def chart(rows: list[dict], results: dict):
+    """Prefill and decode tokens/s per input kind, one bar per attention implementation; the async calls one by
+    one against coalesced, with the ratio."""
+    timed = [r for r in rows if r.get("prefill tok/s") is not None]
+    calls = [r for r in rows if r.get("prefill tok/s") is None]
+    kinds = list(dict.fromkeys(_kind(r) for r in timed))
+    attentions = list(dict.fromkeys(r["attention"] for r in timed))
+    fig, axes = figure(3 if calls else 2, width=4.6, height=3.6)
+    for ax, key in zip(axes, ("prefill tok/s", "decode tok/s")):
+        by = {(r["attention"], _kind(r)): r[key] for r in timed}
+        grouped_bars(ax, kinds, {a: [by.get((a, k), 0.0) for k in kinds] for a in attentions})
+        ax.set_ylabel(key)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.legend(fontsize=8)
+    axes[0].set_title("Prefill (higher is better)", fontsize=10)
+    axes[1].set_title("Decode (higher is better)", fontsize=10)
+    if calls:
+        ax = axes[2]
+        speeds = [r["decode tok/s"] for r in calls]
+        ax.bar(range(len(calls)), speeds, 0.6, color=["tab:orange", "tab:blue"][:len(calls)])
+        ax.set_xticks(range(len(calls)), [r["batch"].replace("async calls, ", "calls,\n") for r in calls], fontsize=8)
+        if len(calls) == 2:
+            ax.annotate(f"{speeds[1] / speeds[0]:.2f}x", (1, speeds[1]), ha="center", va="bottom")
+        ax.set_ylim(0, 1.15 * max(speeds))
+        ax.set_ylabel("tok/s (prefill and processor included)")
+        ax.set_title("Concurrent generate_async", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from jaxmodels_benchmarks.harness import pyplot, write_chart, write_results
+from jaxmodels_benchmarks.charts import figure, grouped_bars
+from jaxmodels_benchmarks.harness import write_results
 from jaxmodels_benchmarks.suites import _sft_eval as scoring
 from jaxmodels_benchmarks.suites._sft_task import make_sets, write_chat_jsonl
 
@@ -124,35 +125,30 @@ def main(argv: list[str]) -> None:
              f"'in format': the greedy reply is exactly one JSON object with keys answer and kind (the right kind); "
              f"'format and right': its answer is also correct. Held-out reply loss: nats per token of the taught "
              f"replies. The exported model (jaxmodels-convert to-hf of the merged model) in transformers gives "
-             f"the same replies as ours for {same:.1%} of the questions.\n\nHeld-out examples:\n{shown}\n\n"
-             f"Chart: sft-demo.png.")
-    write_results("sft-demo", results, rows, notes=notes)
-    _chart(rows, results, metrics)
+             f"the same replies as ours for {same:.1%} of the questions.\n\nHeld-out examples:\n{shown}")
+    write_results("sft-demo", results, rows, notes=notes, chart=chart)
 
 
-def _chart(rows, results, metrics) -> None:
-    plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    names = ["base", "fine-tuned", "exported (transformers)"]
+def chart(rows: list[dict], results: dict):
+    fig, (left, right) = figure(2, width=5.5)
     parts = [results["base"], results["fine_tuned"], results["exported"]]
-    x = range(len(parts))
-    left.bar([i - 0.2 for i in x], [r["format"] for r in parts], 0.4, yerr=[r["format_se"] for r in parts],
-             label="in format")
-    left.bar([i + 0.2 for i in x], [r["correct"] for r in parts], 0.4, yerr=[r["correct_se"] for r in parts],
-             label="format and right")
-    left.set_xticks(list(x), names)
+    grouped_bars(left, ["base", "fine-tuned", "exported (transformers)"],
+                 {"in format": [r["format"] for r in parts], "format and right": [r["correct"] for r in parts]},
+                 errors={"in format": [r["format_se"] for r in parts],
+                         "format and right": [r["correct_se"] for r in parts]})
     left.set_ylim(0, 1)
     left.set_title("Held-out questions")
     left.legend()
     for split, style in (("train", "-"), ("eval", "o-")):
-        pts = [(m["step"], m["loss"]) for m in metrics if m.get("split") == split and m.get("loss") is not None]
+        pts = [(m["step"], m["loss"]) for m in results["metrics"]
+               if m.get("split") == split and m.get("loss") is not None]
         if pts:
             right.plot(*zip(*pts), style, label=split)
     right.set_xlabel("step")
     right.set_ylabel("loss (assistant tokens, nats)")
     right.set_title("training.lm run")
     right.legend()
-    write_chart(fig, "sft-demo.png")
+    return fig
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import os
 import subprocess
 import sys
 
-from jaxmodels_benchmarks.harness import pyplot, write_chart, write_results
+from jaxmodels_benchmarks.charts import figure, grouped_bars
+from jaxmodels_benchmarks.harness import write_results
 
 IN_ALL = False  # needs --model
 MODES = ("sharded", "one device", "load, then shard")
@@ -82,23 +83,19 @@ def main(argv: list[str]) -> None:
     notes = (f"Model {args.model}, mesh {args.mesh} on 4 host CPU devices, dtype {args.dtype}. Peak (VmHWM) and end "
              "RSS above the RSS after the imports; transient = peak - end: memory the load needed beyond the "
              "loaded model itself. Host CPU devices keep every shard in this process, so 'end' is the whole model "
-             "in each row; on accelerators or several hosts the shards leave the host. Chart: sharded-load.png.")
-    write_results("sharded-load", results, rows, notes=notes)
-    _chart(rows)
+             "in each row; on accelerators or several hosts the shards leave the host.")
+    write_results("sharded-load", results, rows, notes=notes, chart=chart)
 
 
-def _chart(rows: list[dict]) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    x = range(len(rows))
-    ax.bar([i - 0.2 for i in x], [r["end MiB"] for r in rows], 0.4, label="loaded model (end RSS)")
-    ax.bar([i + 0.2 for i in x], [r["transient MiB"] for r in rows], 0.4, label="transient (peak - end)")
+def chart(rows: list[dict], results: dict):
+    fig, (ax,) = figure(width=7)
+    grouped_bars(ax, [r["load"] for r in rows], {"loaded model (end RSS)": [r["end MiB"] for r in rows],
+                                                 "transient (peak - end)": [r["transient MiB"] for r in rows]})
     ax.axhline(rows[0]["largest tensor MiB"], color="k", linestyle="--", linewidth=1, label="largest tensor")
-    ax.set_xticks(list(x), [r["load"] for r in rows])
     ax.set_ylabel("MiB above the imports")
     ax.set_title("Host memory while loading")
     ax.legend()
-    write_chart(fig, "sharded-load.png")
+    return fig
 
 
 if __name__ == "__main__":
