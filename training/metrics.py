@@ -16,7 +16,7 @@ from jaxmodels.io import atomic_write_text
 
 
 class MetricsLog:
-    """Appends one JSON object per line; on resume, drops lines past the restored step first.
+    """Appends one JSON object per line; on resume, drops lines past the restored step (and a torn last line) first.
 
     `close()` draws the file's curves beside it (metrics.jsonl -> metrics.png, jaxmodels.curves); trainers
     call it at the end of a run and, from a `finally`, when Ctrl-C or an error stops it.
@@ -26,7 +26,9 @@ class MetricsLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.is_file():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            # What follows the last newline is a line a killed run never finished writing: not a record.
+            whole = self.path.read_text().split("\n")[:-1]
+            kept = [ln for ln in whole if ln and json.loads(ln)["step"] <= resume_step]
             atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
