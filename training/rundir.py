@@ -17,10 +17,13 @@ from jaxmodels.io import atomic_write_text
 
 
 def checkpoint_manager(out: Path, keep: int) -> ocp.CheckpointManager:
-    """The orbax manager of `out/checkpoints` (synchronous saves, the last `keep` kept)."""
+    """The orbax manager of `out/checkpoints` (synchronous saves, the last `keep` kept). A save killed midway
+    leaves only `<step>.orbax-checkpoint-tmp*`, never read as a checkpoint; the next start deletes it (a step
+    that is saved again would replace it anyway, but an interrupt's odd step never is)."""
     return ocp.CheckpointManager(
         (out / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False,
+                                             cleanup_tmp_directories=True))
 
 
 class RunDirError(ValueError):
