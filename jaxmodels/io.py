@@ -4,7 +4,11 @@ Readers see either the old file (directory) or the whole new one. What is writte
 `open(path, "w")` / `os.mkdir(path)` gives there (0o666 / 0o777 less the caller's umask), not tempfile's
 owner-only 0o600 / 0o700: a saved model must stay readable by a serving process running as another user.
 Temporary names are `.<name>.<random hex>.tmp`, created exclusively (no other process can predict or
-pre-create them) and removed when the block fails.
+pre-create them) and removed when the block fails. A process killed midway (SIGKILL, a power cut) cannot remove
+its own: it leaves that sibling behind, never a partial target, and a `.<name>.<hex>.tmp` no process is writing
+is safe to delete (tests/badinput/test_kill_resume.py kills writers to check this). Where directories cannot be
+exchanged in one step, a kill between the two renames of a replacement leaves the previous directory as
+`.<name>.<hex>.old`.
 """
 
 from __future__ import annotations
