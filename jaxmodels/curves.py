@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 from jaxmodels.io import atomic_open
@@ -96,8 +97,8 @@ def figure(runs: dict[str, list[dict]], title: str = ""):
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
+    if title:  # wrapped to the figure's width (about 13 characters per inch at this size)
+        fig.suptitle(textwrap.fill(title, 13 * 5 * len(metrics)), fontsize=9)
     fig.tight_layout()
     return fig
 
