@@ -12,12 +12,14 @@ import contextlib
 import copy
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from jaxmodels.io import atomic_directory
 
@@ -33,6 +35,10 @@ def _quiet_peft():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
+
+
+class AdapterFileError(ValueError):
+    """Adapter weights that cannot be read: a damaged safetensors file, or a pickle torch refuses to unpickle."""
 
 
 class UnknownAdapterError(KeyError):
@@ -184,13 +190,12 @@ class AdapterBank:
         if name in self.names:
             raise ValueError(f"adapter {name!r} already exists; delete it first or load under another name")
         check_name(name)
-        if self.peft is None:
-            from peft import PeftModel
-
-            with _quiet_peft():
-                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
-        else:
-            self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        try:
+            self._load_weights(path, name)
+        except (SafetensorError, pickle.UnpicklingError, EOFError) as e:  # from safetensors, or torch.load
+            first = " ".join(str(e).split())[:240]  # torch's weights_only refusal runs to a page
+            raise AdapterFileError(f"{path}: the adapter's weights cannot be read ({type(e).__name__}: {first}); "
+                                   f"expected adapter_model.safetensors as save_adapter / peft write it") from None
         self._check_placement(name)
         if (path / OPTIMIZER_FILE).is_file():
             try:
@@ -198,6 +203,15 @@ class AdapterBank:
             except BaseException:
                 self.delete(name)
                 raise
+
+    def _load_weights(self, path: Path, name: str) -> None:
+        if self.peft is None:
+            from peft import PeftModel
+
+            with _quiet_peft():
+                self.peft = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.peft.load_adapter(str(path), adapter_name=name, is_trainable=False)
 
     def _state_key(self, name: str, param_name: str) -> str:
         return param_name.replace(f".{name}.", ".")  # adapter-name free, so it loads under any name

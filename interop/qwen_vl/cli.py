@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from jaxmodels.paths import check_destination
 from jaxmodels_interop.qwen_vl.loading import ATTN_IMPLEMENTATIONS
 
 
@@ -55,6 +56,7 @@ def cmd_generate(args) -> int:
 def cmd_learn(args) -> int:
     import torch
 
+    check_destination(args.out, [args.model, args.init_from, *(args.image or [])], what="--out")
     torch.manual_seed(args.seed)
     llm = _runner(args, temperature=0.0, max_tokens=args.max_tokens)
     if args.init_from:
@@ -147,6 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError) as err:  # OSError: e.g. a read-only or full --out
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
