@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -303,9 +305,12 @@ def capture(teacher, stream: np.ndarray, *, seq_len: int, stride: int, max_windo
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
         path = Path(cache_dir) / f"teacher-{key}.npz"
         if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                return TeacherWindows(z["tokens"], z["hidden"], z["targets"],
-                                      z["logits"] if "logits" in z.files else None, rope), True
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return TeacherWindows(z["tokens"], z["hidden"], z["targets"],
+                                          z["logits"] if "logits" in z.files else None, rope), True
+            except (zipfile.BadZipFile, EOFError, ValueError, KeyError) as err:  # damaged: computed again below
+                print(f"warning: teacher cache {path} is unreadable ({err}); capturing again", file=sys.stderr)
     tokens = np.stack([stream[s:s + seq_len] for s in starts])  # [N, W]
     targets = stream[starts + seq_len]  # [N]
     hidden = np.zeros((len(starts), seq_len, teacher.hidden_size), np.float32)

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from jaxmodels import family as families
@@ -244,7 +245,11 @@ def read_config(path: str | os.PathLike) -> LoraConfig:
 def load(path: str | os.PathLike, model: nnx.Module) -> tuple[nnx.State, LoraConfig]:
     """Adapters saved by `save`, checked against `model` (names and shapes), with their logical axes."""
     config = read_config(path)
-    arrays = load_file(str(Path(path) / WEIGHTS_FILE))
+    file = Path(path) / WEIGHTS_FILE
+    try:
+        arrays = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise LoraError(f"{file}: not a readable safetensors file ({e})") from None
     chosen = targets(model, config)
     flat = []
     for t in chosen:

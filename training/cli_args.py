@@ -1,8 +1,29 @@
-"""Argument groups every training CLI shares (optimisation and run directory), with per-trainer defaults."""
+"""Argument groups every training CLI shares (optimisation and run directory), with per-trainer defaults, and
+their exit on a user error."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+class ErrorExit(SystemExit):
+    """A CLI's end on a user error: exit status 2 (as argparse's), and str() is the `error:` line, so that an
+    in-process caller (a test, a notebook) sees what the user saw."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+        self.code = 2
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def exit_with_error(err: BaseException | str) -> None:
+    """Prints one `error: ...` line (the message on one line) to stderr and exits with status 2."""
+    message = " ".join(str(err).split())
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise ErrorExit(message)
 
 
 def add_optimisation_args(p: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float, warmup_steps: int,

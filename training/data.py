@@ -40,6 +40,21 @@ def _check_files(paths: list[str]) -> list[str]:
     return out
 
 
+class CorpusError(ValueError):
+    """Local corpus files that cannot be read as text."""
+
+
+def _not_text(files: list[str], err: Exception) -> CorpusError:
+    """The error for a corpus `datasets` could not read: the first file that is not UTF-8 text, named."""
+    for name in files:
+        try:
+            Path(name).read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            return CorpusError(f"--data {name}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                               f"pass text files")
+    return CorpusError(f"--data: the files cannot be read as text ({err.__cause__ or err})")
+
+
 def load_documents(data: list[str] | None = None, dataset: str | None = None, dataset_config: str | None = None,
                    split: str = "train", text_field: str = "text") -> list[str]:
     """Documents from local text files (one document per file) or a hub dataset; default: the stdlib corpus."""
@@ -56,7 +71,10 @@ def load_documents(data: list[str] | None = None, dataset: str | None = None, da
         docs = ds[text_field]
     else:
         files = _check_files(data) if data else default_corpus_files()
-        ds = datasets.load_dataset("text", data_files={"train": files}, sample_by="document", split="train")
+        try:
+            ds = datasets.load_dataset("text", data_files={"train": files}, sample_by="document", split="train")
+        except datasets.exceptions.DatasetGenerationError as e:
+            raise _not_text(files, e) from None
         docs = ds["text"]
     docs = [d for d in docs if d]
     if not docs:

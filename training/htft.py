@@ -25,9 +25,12 @@ from jaxmodels_interop.teacher import TeacherError, capture, token_stream
 from jaxmodels_interop.teacher_load import BACKENDS, load_teacher
 from jaxmodels import compilation_cache
 from jaxmodels.htfr import HTFRConfig
+from jaxmodels.htft.checkpoint import HTFTCheckpointError
 from jaxmodels.htft import (ContextBuilder, ContextBuilderConfig, HTFTCheckpoint, HTFTTrainer,
                             HypertensorFieldTransformer, StageSpec, build_vocab_mapping, load_htft_checkpoint,
                             save_htft_checkpoint, teacher_truncated_nll)
+from jaxmodels.paths import OverlapError, check_destination, expand
+from jaxmodels_training.cli_args import exit_with_error
 from jaxmodels_training.data import load_documents
 from jaxmodels_training.metrics import MetricsLog, progress
 from jaxmodels_training.rundir import identity_changes
@@ -147,10 +150,21 @@ def _check_output(args, metrics_path: Path) -> HTFTCheckpoint | None:
     out = Path(args.output)
     if args.resume and args.force:
         raise HTFTRunError("--force and --resume contradict each other: --force starts over, --resume continues")
+    sources = [args.model, args.tokenizer, *expand(args.data or [])]
+    try:
+        check_destination(out, sources, what="--output")
+        check_destination(metrics_path, sources, what="--metrics-path")
+    except OverlapError as err:
+        raise HTFTRunError(str(err)) from None
+    if out.is_dir():
+        raise HTFTRunError(f"--output {out} is a directory; expected the checkpoint file to write (e.g. {out / 'htft.npz'})")
     if args.resume:
         if not out.is_file():
             raise HTFTRunError(f"--resume: {out} holds no checkpoint to resume")
-        ckpt = load_htft_checkpoint(out)
+        try:
+            ckpt = load_htft_checkpoint(out)
+        except (HTFTCheckpointError, KeyError) as err:  # the loader's: damaged, or not an HTFT checkpoint
+            raise HTFTRunError(f"--resume: {err}") from None
         details = identity_changes(ckpt.metadata.get("identity", {}), identity(args), was="checkpoint has")
         if details:
             raise HTFTRunError(f"--resume: {out} was trained with another configuration ({details})")
@@ -244,7 +258,7 @@ def main(argv=None) -> None:
     try:
         run(args)
     except (HTFTRunError, TeacherError) as err:
-        sys.exit(f"error: {err}")
+        exit_with_error(err)
 
 
 if __name__ == "__main__":

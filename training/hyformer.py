@@ -21,10 +21,11 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import Hyformer, HyformerConfig, compilation_cache, generate
+from jaxmodels.paths import expand
 from jaxmodels_training.sharding import Placement
 from jaxmodels_training.data import Batches, TokenStream, load_documents
 from jaxmodels_training.masking import mask_tokens
-from jaxmodels_training.cli_args import add_optimisation_args, add_run_args
+from jaxmodels_training.cli_args import add_optimisation_args, add_run_args, exit_with_error
 from jaxmodels_training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
 from jaxmodels_training.metrics import MetricsLog
 from jaxmodels_training.optim import make_optimizer, make_schedule
@@ -119,12 +120,13 @@ def train(args) -> dict:
         raise ValueError(f"--task mlm needs a mask token; tokenizer {tokenizer.name} has none")
     config = make_config(args, tokenizer.vocab_size)
     placement = Placement.from_args(args.mesh, args.batch_size)
-    run = RunDir(args.out, run_identity(args, config, tokenizer), resume=args.resume, force=args.force)
-
+    # The corpus is read and cut before the run directory is touched: a bad corpus leaves --out as it was.
     stream = TokenStream(load_documents(args.data, args.dataset, args.dataset_config, text_field=args.text_field),
                          tokenizer)
     train_batches = Batches(stream.train, args.batch_size, args.seq_len, args.seed, name="train")
     eval_batches = Batches(stream.eval, args.batch_size, args.seq_len, args.seed, shuffle=False, name="eval")
+    run = RunDir(args.out, run_identity(args, config, tokenizer), resume=args.resume, force=args.force,
+                 sources=expand([*(args.data or []), args.tokenizer, args.config]))
 
     model = Hyformer(config, rngs=nnx.Rngs(args.seed))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -187,7 +189,7 @@ def main(argv=None) -> None:
     try:
         history = train(args)
     except USER_ERRORS as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(e)
     if args.demo and history["eval"]:
         first, last = history["eval"][0], history["eval"][-1]
         print(f"demo: eval loss {first[1]:.3f} (step {first[0]}) -> {last[1]:.3f} (step {last[0]}); "

@@ -23,6 +23,7 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import Hyformer, LlamaForCausalLM, compilation_cache, lora
+from jaxmodels.paths import expand
 from jaxmodels.pretrained import from_pretrained, gguf_in, model_dir
 from jaxmodels.tokenizer import ByteTokenizer
 from jaxmodels_interop.chat import load_tokenizer
@@ -231,7 +232,8 @@ def train(args) -> Outcome:
         lora.targets(model, lora_config)  # bad targets or rank: refused before the run directory is touched
     rows = lm_data.RowSchedule(len(data.train), args.batch_size, args.grad_accum, args.seed)
     run = lm_dist.run_dir(args.out, run_identity(args, model, tokenizer, data, lora_config), resume=args.resume,
-                          force=args.force)
+                          force=args.force, sources=expand([args.model, args.tokenizer, args.chat_template, args.chat,
+                                                            *(args.data or []), *(args.eval_data or [])]))
     graphdef, params = nnx.split(model, nnx.Param)
     if lora_config is not None:
         trainable, frozen = placement.params(lora.init(model, lora_config, key=jax.random.key(args.seed))), params

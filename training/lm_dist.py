@@ -159,17 +159,17 @@ class _FollowerRunDir(RunDir):
 _RUN_DIR_ERROR = "jaxmodels_training.lm/run_dir_error"
 
 
-def run_dir(out, identity: dict, *, resume: bool, force: bool) -> RunDir:
+def run_dir(out, identity: dict, *, resume: bool, force: bool, sources=()) -> RunDir:
     """The run directory: a RunDir on process 0 (which checks and prepares it), the orbax manager alone on
     the others. A refusal on process 0 (e.g. --resume with another model) is raised there before orbax's
     directory barrier, which the other processes are waiting in: process 0 posts it in the coordinator's
     key-value store, and they report it as their own error line."""
     if not is_multiprocess():
-        return RunDir(out, identity, resume=resume, force=force)
+        return RunDir(out, identity, resume=resume, force=force, sources=sources)
     client = _client()
     if is_primary():
         try:
-            return RunDir(out, identity, resume=resume, force=force)
+            return RunDir(out, identity, resume=resume, force=force, sources=sources)
         except RunDirError as e:
             client.key_value_set(_RUN_DIR_ERROR, str(e))
             for j in range(1, jax.process_count()):  # keep the coordinator up until every process has read it

@@ -22,7 +22,7 @@ from flax import nnx
 
 from jaxmodels import compilation_cache
 from jaxmodels.vvalt import VVALTConfig, VVALTForRegression, VVALTForSequenceClassification
-from jaxmodels_training.cli_args import add_optimisation_args, add_run_args
+from jaxmodels_training.cli_args import add_optimisation_args, add_run_args, exit_with_error
 from jaxmodels_training.loop import USER_ERRORS, LoopConfig, TrainingError, fit, restore_or_init
 from jaxmodels_training.metrics import MetricsLog
 from jaxmodels_training.optim import make_optimizer, make_schedule
@@ -133,7 +133,8 @@ def train(args) -> dict:
     train_split, eval_split = load_data(args, config)
     if args.batch_size > len(train_split):
         raise ValueError(f"--batch-size {args.batch_size} exceeds the {len(train_split)} training samples")
-    run = RunDir(args.out, run_identity(args, config), resume=args.resume, force=args.force)
+    run = RunDir(args.out, run_identity(args, config), resume=args.resume, force=args.force,
+                 sources=[args.data, args.config])
     model = TASKS[args.task](config, rngs=nnx.Rngs(args.seed))
     graphdef, params = nnx.split(model, nnx.Param)
     schedule = make_schedule(args.lr, args.steps, args.warmup_steps, args.min_lr_ratio)
@@ -174,7 +175,7 @@ def main(argv=None) -> None:
     try:
         history = train(args)
     except USER_ERRORS as e:
-        sys.exit(f"error: {e}")
+        exit_with_error(e)
     if history["eval"]:
         step, metrics = history["eval"][-1]
         if args.task == "classification":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -63,13 +64,20 @@ def save_htft_checkpoint(path, ckpt: HTFTCheckpoint, *, original_layout: bool = 
         np.savez_compressed(f, **out)
 
 
+class HTFTCheckpointError(ValueError):
+    """A file that is not a readable .npz archive (truncated, damaged or of another format)."""
+
+
 def load_htft_checkpoint(path) -> HTFTCheckpoint:
     """Reads a checkpoint written by save_htft_checkpoint (either layout)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"HTFT checkpoint {path} does not exist")
-    with np.load(path, allow_pickle=False) as z:
-        a = {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, ValueError) as err:  # np.load's and zipfile's for a damaged archive
+        raise HTFTCheckpointError(f"{path}: not a readable HTFT checkpoint (.npz archive): {err}") from None
     if "format" not in a:
         return _from_original(path)
     if str(a["format"]) != FORMAT:

@@ -79,8 +79,10 @@ def test_cli_refuses_bad_runs_and_keeps_what_exists(teacher_dir, corpus_file, tm
         htft.main(argv(teacher_dir, corpus_file, tmp_path / "small", "--train-tokens", "100000"))
     with pytest.raises(SystemExit, match="--seq-len 80 exceeds the teacher's maximum of 64 positions"):
         htft.main(argv(teacher_dir, corpus_file, tmp_path / "long", "--seq-len", "80"))
+    (tmp_path / "not-a-model").mkdir()
     with pytest.raises(SystemExit, match="no config.json there"):
-        htft.main(["--model", str(tmp_path), "--data", str(corpus_file), "--output", str(tmp_path / "x.npz")])
+        htft.main(["--model", str(tmp_path / "not-a-model"), "--data", str(corpus_file), "--output",
+                   str(tmp_path / "x.npz")])
 
 
 def test_cli_reads_a_local_dataset_offline(teacher_dir, tmp_path, monkeypatch):
