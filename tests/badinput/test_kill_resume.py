@@ -13,8 +13,11 @@ jaxmodels-convert: killed while it writes DST, either a new one or one replacing
 is then absent, the previous directory or the new one, byte for byte; a kill leaves at most a `.<DST>.<hex>.tmp`
 directory beside it, never a partial DST.
 
+training.svf is also killed once it has stopped early (--patience) and saved its last checkpoint: resumed, it must
+end where it stopped, with the same expert.
+
 JAXMODELS_KILL_SEED=N draws other moments (default 0); JAXMODELS_KILL_SWEEP=1 runs every moment of every command
-(a few minutes instead of about one).
+(about 9 minutes on 2 busy cores instead of 1.5; the first session also fills the compilation cache).
 """
 
 from __future__ import annotations
@@ -329,6 +332,27 @@ def test_svf_killed_then_resumed(moment, tmp_path, env):
     ref, out = kill_and_resume("svf", moment, argv, tmp_path, env, check_orbax_run)
     assert_same_metrics(out / "metrics.jsonl", ref / "metrics.jsonl")
     assert check_checkpoints(out, tmp_ok=False) == check_checkpoints(ref, tmp_ok=False) == ["2", "4", "6"]
+    assert (out / "expert.safetensors").read_bytes() == (ref / "expert.safetensors").read_bytes()
+
+
+@pytest.mark.xfail(strict=True, reason="training.svf: a resumed run that had stopped early (stale >= --patience in "
+                                       "its last checkpoint) trains on instead of writing the expert; for the SVF "
+                                       "owner to fix, then this marker goes")
+def test_svf_killed_after_early_stop_ends_where_it_stopped(tmp_path, env):
+    from jaxmodels import Hyformer, HyformerConfig
+
+    model = tmp_path / "model"
+    Hyformer.from_config(HyformerConfig.tiny(vocab_size=260, max_seq_len=24), seed=1).save_pretrained(model)
+
+    def argv(out):  # the accuracy stays 0: step 1 brings no improvement, and --patience 1 stops there
+        return ["-m", "training.svf", "train", "--model", str(model), "--task", "sort", "--steps", "4",
+                "--batch-size", "4", "--n-train", "8", "--n-valid", "4", "--eval-every", "1", "--patience", "1",
+                "--max-new-tokens", "4", "--out", str(out), "--svd-cache", str(tmp_path / "svd")]
+
+    # Killed after the last checkpoint, while the curves are drawn and before the expert is written.
+    ref, out = kill_and_resume("svf", Moment("stopped", checkpoint_appears("1")), argv, tmp_path, env,
+                               check_orbax_run)
+    assert_same_metrics(out / "metrics.jsonl", ref / "metrics.jsonl")
     assert (out / "expert.safetensors").read_bytes() == (ref / "expert.safetensors").read_bytes()
 
 
