@@ -22,7 +22,7 @@ from jaxmodels import compilation_cache
 from jaxmodels.pretrained import from_pretrained
 from jaxmodels.svf import DEFAULT_PATTERN, SVFWrapper
 from jaxmodels_training.metrics import MetricsLog, progress
-from jaxmodels_training.cli_args import add_run_dir_args
+from jaxmodels_training.cli_args import add_run_dir_args, exit_with_error
 from jaxmodels_training.loop import USER_ERRORS, TrainingError
 from jaxmodels_training.rundir import RunDir
 from jaxmodels_training.svf_chat_tasks import CHAT_DOMAINS, file_split, load_task_file, strict_match
@@ -158,49 +158,53 @@ def train(args) -> dict:
         best_step = 0
     bar = progress(args.steps, start, f"{args.method} {name} {args.algo}")
     t0, done, warm = time.perf_counter(), start, None
+    saved = start if args.resume else None  # the step of the newest checkpoint
     eval_seconds[0] = 0.0
-    for step in range(start, args.steps):
-        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        try:
-            rollout, metrics = trainer.step([train_set[i] for i in idx], reward, seed=args.seed * 100003 + step,
-                                            task_name=name)
-        except RewardError as e:  # raised before any update: trainer.z is the last good state
-            run.save(done, {"z": trainer.z, "opt_state": trainer.opt_state, "best_z": best_z},
-                     {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
-            log.close()
-            raise TrainingError(f"{e}; stopped at step {step + 1} with the last good state saved in "
-                                f"{run.out / 'checkpoints'} (step {done}; --resume continues from it)") from None
-        loss = metrics["loss"]
-        if not np.isfinite(loss):
-            raise TrainingError(f"the {args.algo} loss became {loss} at step {step + 1}; stopped (checkpoints in "
-                                f"{run.out / 'checkpoints'}). Lower --lr or check the rewards.")
-        done = step + 1
-        if warm is None:  # the first step compiles generate and the update: time the steady state after it
-            warm = (done, time.perf_counter(), eval_seconds[0])
-        record = {"step": done, "split": "train", "reward": float(rollout.rewards.mean()),
-                  "accuracy": float((rollout.rewards > 0).mean()),
-                  **metrics,
-                  "steps_per_s": (done - start) / (time.perf_counter() - t0 - eval_seconds[0])}
-        log.write(record)
-        bar.update(1)
-        bar.set_postfix(reward=f"{record['reward']:.2f}", loss=f"{loss:.3f}")
-        if done % args.eval_every == 0 or done == args.steps:
-            acc = evaluate(done)
-            if acc > best:
-                best, best_step, stale, best_z = acc, done, 0, [x.copy() for x in trainer.z]
-            else:
-                stale += 1
-            bar.write(f"step {done}: valid accuracy {acc:.3f} (best {best:.3f} at step {best_step})")
-            run.save(done, {"z": trainer.z, "opt_state": trainer.opt_state, "best_z": best_z},
-                     {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
-            if stale >= args.patience:
-                bar.write(f"early stop: no validation improvement in {args.patience} evaluations")
-                break
-    bar.close()
+    try:
+        for step in range(start, start if stale >= args.patience else args.steps):  # stopped early: stays so
+            idx = order[step * args.batch_size:(step + 1) * args.batch_size]
+            try:
+                rollout, metrics = trainer.step([train_set[i] for i in idx], reward, seed=args.seed * 100003 + step,
+                                                task_name=name)
+            except RewardError as e:  # raised before any update: trainer.z is the last good state
+                if saved != done:
+                    run.save(done, {"z": trainer.z, "opt_state": trainer.opt_state, "best_z": best_z},
+                             {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
+                raise TrainingError(f"{e}; stopped at step {step + 1} with the last good state saved in "
+                                    f"{run.out / 'checkpoints'} (step {done}; --resume continues from it)") from None
+            loss = metrics["loss"]
+            if not np.isfinite(loss):
+                raise TrainingError(f"the {args.algo} loss became {loss} at step {step + 1}; stopped (checkpoints in "
+                                    f"{run.out / 'checkpoints'}). Lower --lr or check the rewards.")
+            done = step + 1
+            if warm is None:  # the first step compiles generate and the update: time the steady state after it
+                warm = (done, time.perf_counter(), eval_seconds[0])
+            record = {"step": done, "split": "train", "reward": float(rollout.rewards.mean()),
+                      "accuracy": float((rollout.rewards > 0).mean()),
+                      **metrics,
+                      "steps_per_s": (done - start) / (time.perf_counter() - t0 - eval_seconds[0])}
+            log.write(record)
+            bar.update(1)
+            bar.set_postfix(reward=f"{record['reward']:.2f}", loss=f"{loss:.3f}")
+            if done % args.eval_every == 0 or done == args.steps:
+                acc = evaluate(done)
+                if acc > best:
+                    best, best_step, stale, best_z = acc, done, 0, [x.copy() for x in trainer.z]
+                else:
+                    stale += 1
+                bar.write(f"step {done}: valid accuracy {acc:.3f} (best {best:.3f} at step {best_step})")
+                run.save(done, {"z": trainer.z, "opt_state": trainer.opt_state, "best_z": best_z},
+                         {"step": done, "best_valid": best, "best_step": best_step, "stale": stale})
+                saved = done
+                if stale >= args.patience:
+                    bar.write(f"early stop: no validation improvement in {args.patience} evaluations")
+                    break
+    finally:  # Ctrl-C and errors too: the progress bar ends, metrics.png is drawn
+        bar.close()
+        log.close()
     steady = 0.0
     if warm is not None and done > warm[0]:  # rollouts and updates only, after the compiling first step
         steady = (done - warm[0]) / (time.perf_counter() - warm[1] - (eval_seconds[0] - warm[2]))
-    log.close()
     if policy is not None:
         expert = policy.save(run.out / "lora", best_z)
     else:
@@ -232,7 +236,7 @@ def main(argv=None) -> None:
             svf_adapt.check_args(a, args)
             svf_adapt.run(args, load_wrapper)
     except USER_ERRORS as e:  # RewardError and ExpertMismatchError are ValueErrors
-        sys.exit(f"error: {e}")
+        exit_with_error(e)
 
 
 if __name__ == "__main__":

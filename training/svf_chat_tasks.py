@@ -4,13 +4,15 @@ Three domains, each posed in natural language and rendered with the tokenizer's 
 
 | domain | question (then "Answer with only ...") | answer |
 | --- | --- | --- |
-| arithmetic | "Mia has 7 coins and gets 5 more. How many coins does Mia have now?" (add or take away) | `12` |
+| numbers | "Which number is smaller, 47 or 74?" (larger or smaller, two-digit numbers) | `47` |
 | letters | 'What is the last letter of the word "garden"?' (first or last letter) | `n` |
 | sentiment | 'Is this review positive or negative? "The hotel room was dirty and rude."' | `negative` |
 
 The conversation is a short system message ("Reply with only the answer."), one fixed demonstration turn of
 the same domain (its question never occurs in any split) and the question: a zero-shot prompt is answered
-in full sentences by small instruct models, which no strict checker can score. The checker is strict: the
+in full sentences by small instruct models, which no strict checker can score. (Arithmetic word problems
+were tried first: SmolLM2-135M-Instruct answers 0-9% of single-digit sums correctly with one or three
+demonstrations, too close to 0 for an expert to amplify anything.) The checker is strict: the
 reply, stripped of surrounding whitespace and of one final period, must equal the answer (letters and words
 compared case-insensitively). Test questions are a fixed quarter of each domain's questions (a hash of the
 question, `svf_tasks.is_test_prompt`); train and validation questions never come from it.
@@ -38,10 +40,8 @@ import numpy as np
 from jaxmodels_training.svf_tasks import Example, is_test_prompt
 
 SYSTEM = "Reply with only the answer."
-DOMAINS = ("arithmetic", "letters", "sentiment")
+DOMAINS = ("numbers", "letters", "sentiment")
 
-_PEOPLE = ("Tom", "Anna", "Ravi", "Mia", "Leo", "Sara", "Ken", "Lucy", "Omar", "Nina", "Paul", "Eva")
-_THINGS = ("apples", "pencils", "stickers", "marbles", "cookies", "books", "coins", "cards", "shells", "stamps")
 _POSITIVE = ("wonderful", "excellent", "delicious", "friendly", "great", "lovely", "perfect", "amazing",
              "pleasant", "fantastic", "comfortable", "charming")
 _NEGATIVE = ("terrible", "awful", "disgusting", "rude", "horrible", "boring", "broken", "dirty",
@@ -74,13 +74,11 @@ def english_words() -> tuple[str, ...]:
     return tuple(sorted(w for w, n in counts.items() if n >= 2))
 
 
-def _arithmetic(rng) -> tuple[str, str]:
-    who, things = _PEOPLE[rng.integers(len(_PEOPLE))], _THINGS[rng.integers(len(_THINGS))]
-    a, b = int(rng.integers(2, 13)), int(rng.integers(1, 10))
+def _numbers(rng) -> tuple[str, str]:
+    a, b = (int(x) for x in rng.choice(np.arange(10, 100), 2, replace=False))
     if rng.random() < 0.5:
-        return f"{who} has {a} {things} and gets {b} more. How many {things} does {who} have now?", str(a + b)
-    a = max(a, b + 1)
-    return f"{who} has {a} {things} and gives away {b}. How many {things} does {who} have left?", str(a - b)
+        return f"Which number is larger, {a} or {b}?", str(max(a, b))
+    return f"Which number is smaller, {a} or {b}?", str(min(a, b))
 
 
 def _letters(rng) -> tuple[str, str]:
@@ -118,7 +116,7 @@ class ChatDomain:
 
 
 CHAT_DOMAINS = {d.name: d for d in (
-    ChatDomain("arithmetic", _arithmetic, "Answer with only the number."),
+    ChatDomain("numbers", _numbers, "Answer with only the number."),
     ChatDomain("letters", _letters, "Answer with only the letter."),
     ChatDomain("sentiment", _sentiment, "Answer with one word: positive or negative."),
 )}

@@ -1,7 +1,7 @@
 """Transformer² on a real instruct model: `python -m benchmarks svf --model DIR [--steps N] [--work DIR]`.
 
-For each chat domain of `training.svf_chat_tasks` (arithmetic word problems, first/last letter of a word,
-review sentiment), on SmolLM2-135M-Instruct or any Llama-family chat checkpoint with a chat template:
+For each chat domain of `training.svf_chat_tasks` (the larger or smaller of two numbers, the first or last
+letter of a word, review sentiment), on SmolLM2-135M-Instruct or any Llama-family chat checkpoint with a chat template:
 
 1. the base model's accuracy on 256 held-out test questions (greedy, strict checker);
 2. one SVF expert per domain by greedy REINFORCE with the KL penalty through `training.svf train`, and the
@@ -39,13 +39,13 @@ from jaxmodels_training.svf_tasks import Example
 
 N_TRAIN, N_VALID, N_TEST, SHOTS = 256, 32, 256, 8
 MAX_NEW = 8
-RL = dict(algo="reinforce", batch_size=8, lr=1e-2, grad_clip=1e-3, kl_coef=0.05, eval_every=10, patience=3)
+RL = dict(algo="reinforce", batch_size=8, lr=1e-2, grad_clip=1e-3, kl_coef=0.05, eval_every=5, patience=3)
 OFFICIAL = dict(algo="reinforce (greedy rollouts)", batch_size=256, lr=2e-3, grad_clip=1e-3, kl_coef=0.0,
                 eval_every=10, iterations=200)
 LORA = dict(rank=8, lr=1e-3)
 CEM = dict(iterations=2, pop_size=32, num_elites=6)
 STRATEGIES = ("base", "lora", "expert", "prompt", "classifier", "few-shot")
-LABEL_OF = {"arithmetic": "math", "letters": "spelling", "sentiment": "review"}  # the names routing asks for
+LABEL_OF = {"numbers": "math", "letters": "spelling", "sentiment": "review"}  # the names routing asks for
 
 
 def stderr(p: float, n: int) -> float:

@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--base", help="use this pretrained model directory instead of pretraining one")
     p.add_argument("--model", help="a real chat checkpoint (e.g. SmolLM2-135M-Instruct): the chat-domain "
                                    "comparison of benchmarks/suites/_svf_real.py instead of the synthetic demo")
-    p.add_argument("--steps", type=int, default=30, help="--model: at most this many RL steps per run")
+    p.add_argument("--steps", type=int, default=20, help="--model: at most this many RL steps per run")
     args = p.parse_args(argv)
     if args.model:
         from jaxmodels_benchmarks.suites import _svf_real

@@ -335,9 +335,6 @@ def test_svf_killed_then_resumed(moment, tmp_path, env):
     assert (out / "expert.safetensors").read_bytes() == (ref / "expert.safetensors").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="training.svf: a resumed run that had stopped early (stale >= --patience in "
-                                       "its last checkpoint) trains on instead of writing the expert; for the SVF "
-                                       "owner to fix, then this marker goes")
 def test_svf_killed_after_early_stop_ends_where_it_stopped(tmp_path, env):
     from jaxmodels import Hyformer, HyformerConfig
 

@@ -98,3 +98,36 @@ def test_train_cli_writes_a_run_and_an_expert(tmp_path, capsys):
     svf_cli.main(argv[:5] + ["--steps", "2"] + argv[7:] + ["--resume"])  # nothing left to do, expert rewritten
     with pytest.raises(SystemExit, match=r"SVF pattern 'nothing' selects no matrices"):
         svf_cli.main(argv + ["--force", "--pattern", "nothing"])
+
+
+def test_window_logprobs_are_the_full_forward_sliced(setup):
+    policy, _, _ = setup
+    from jaxmodels_training.svf_losses import token_logprobs
+
+    tokens = jnp.asarray([[14, 0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6]])
+    mask = jnp.asarray([[0, 1, 1, 1, 1, 1, 1], [1] * 7])
+    z = policy.z_list()
+    full_logp, full_chosen = token_logprobs(policy.model_for(z, policy.frozen)(tokens, attention_mask=mask).logits,
+                                            tokens)
+    logp, chosen = policy._logprobs(z, policy.frozen, tokens, mask, 4)
+    np.testing.assert_allclose(np.asarray(logp), np.asarray(full_logp[:, 3:]), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(chosen), np.asarray(full_chosen[:, 3:]), atol=2e-5)
+
+
+def test_the_lora_baseline_raises_the_reward_under_the_same_objective(setup):
+    from jaxmodels_training.svf_lora import LoRAPolicy
+
+    policy, examples, codec = setup
+    lora_policy = LoRAPolicy(policy.wrapper.model, rank=2, seed=0)
+    trainer = SVFPPOTrainer(None, codec, policy=lora_policy, algo="reinforce", lr=0.05, grad_clip=1.0,
+                            kl_coef=0.01, group_size=2, temperature=1.0)
+    assert lora_policy.num_params(trainer.z) == sum(2 * (i + o) for i, o in
+                                                    [m.flat_shape for m in policy.wrapper.decomposition.matrices])
+    assert expected_reward(lora_policy, trainer.z, codec) == pytest.approx(expected_reward(policy, None, codec),
+                                                                           abs=1e-6)  # B = 0: the base model
+    before = expected_reward(lora_policy, trainer.z, codec)
+    for step in range(5):
+        trainer.step(examples, target_reward, seed=step)
+    assert expected_reward(lora_policy, trainer.z, codec) > before + 0.3
+    with pytest.raises(ValueError, match="pass an SVFWrapper or another Policy"):
+        SVFPPOTrainer(policy.wrapper, codec, policy=lora_policy)
