@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import warnings
 from pathlib import Path
 
 import jax
@@ -142,6 +143,16 @@ def _read_cache(path: Path, matrices) -> dict[str, dict[str, np.ndarray]] | None
     return out
 
 
+def _fits(parts: dict[str, np.ndarray], w: np.ndarray) -> bool:
+    """Whether cached factors reproduce the kernel w [I, O] (float32 round-off aside): a damaged or foreign
+    cache file with the right shapes is caught here and rebuilt instead of silently patching the wrong W."""
+    u, s, v = (parts[k].astype(np.float32) for k in ("u", "s", "v"))
+    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(s)) and np.all(np.isfinite(v))):
+        return False
+    err = np.max(np.abs((u * s) @ v.T - w))
+    return bool(err <= 1e-4 * max(float(np.max(np.abs(w))), 1e-30))
+
+
 def decompose(model: nnx.Module, pattern: str = DEFAULT_PATTERN, *,
               cache_dir: str | os.PathLike | None = None) -> Decomposition:
     """SVD of the selected matrices (float64, stored float32); with cache_dir, read from or written to
@@ -153,6 +164,10 @@ def decompose(model: nnx.Module, pattern: str = DEFAULT_PATTERN, *,
     if cache_dir is not None:
         path = Path(cache_dir) / f"svd-{_digest(pattern, kernels)}.safetensors"
         factors = _read_cache(path, matrices)
+        if factors is not None and not all(_fits(factors[k], w) for k, w in kernels.items()):
+            warnings.warn(f"SVD cache {path} does not reproduce this model's weights (damaged or written for "
+                          f"other weights); recomputing it", stacklevel=2)
+            factors = None
     if factors is None:
         factors = {key: _svd(w) for key, w in kernels.items()}
         if path is not None:

@@ -69,6 +69,20 @@ def read_expert(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
                                   f"version {EXPERT_VERSION}")
     if set(z) != set(manifest["matrices"]):
         raise ExpertMismatchError(f"SVF expert {path}: its tensors and its manifest list different matrices")
+    for name, entry in manifest["matrices"].items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        rank = entry.get("rank") if isinstance(entry, dict) else None
+        if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int and d > 0 for d in shape)
+                and type(rank) is int and rank > 0):
+            raise ExpertMismatchError(f"SVF expert {path}: manifest entry matrices[{name!r}] is {entry!r}; expected "
+                                      f"{{\"shape\": [rows, cols], \"rank\": r}} with positive integers")
+    for name, vector in z.items():
+        if not np.issubdtype(vector.dtype, np.floating) or vector.ndim != 1:
+            raise ExpertMismatchError(f"SVF expert {path}: z of {name} is {vector.dtype} of shape "
+                                      f"{list(vector.shape)}; expected a float vector [rank]")
+        bad = int(np.sum(~np.isfinite(vector)))
+        if bad:
+            raise ExpertMismatchError(f"SVF expert {path}: z of {name} holds {bad} non-finite value(s) (NaN or inf)")
     return z, manifest
 
 
