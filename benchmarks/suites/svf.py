@@ -165,7 +165,27 @@ def main(argv: list[str]) -> None:
     write_results("svf-quick" if args.quick else "svf",
                   {"accuracy": results, "behaviour": behaviour, "rl": rl, "param_counts": counts,
                    "model": str(model_dir), "pretrain": {**PRETRAIN, "steps": pre_steps, "config": DEMO_CONFIG}},
-                  rows, notes=notes, columns=["task", *STRATEGIES])
+                  rows, notes=notes, columns=["task", *STRATEGIES], chart=chart)
+
+
+def chart(rows: list[dict], results: dict):
+    """Test accuracy per task and strategy as grouped bars (svf-real results: benchmarks/suites/_svf_real.py)."""
+    if "curves" in results:
+        from jaxmodels_benchmarks.suites import _svf_real
+
+        return _svf_real.chart(rows, results)
+    from jaxmodels_benchmarks.charts import figure, grouped_bars
+
+    per_task = results["accuracy"]["per_task"]
+    tasks = list(per_task)
+    fig, (ax,) = figure(1, width=7.0, height=4.0)
+    grouped_bars(ax, tasks, {s: [per_task[t].get(s, float("nan")) for t in tasks] for s in STRATEGIES})
+    ax.set_ylabel("test accuracy (exact match)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, ncol=3)
+    ax.set_title("Transformer² on the synthetic demo (upper has no expert)")
+    fig.tight_layout()
+    return fig
 
 
 def _md(rows: list[dict]) -> str:
