@@ -44,6 +44,7 @@ OFFICIAL = dict(algo="reinforce (greedy rollouts)", batch_size=256, lr=2e-3, gra
                 eval_every=10, iterations=200)
 LORA = dict(rank=8, lr=1e-3)
 CEM = dict(iterations=2, pop_size=32, num_elites=6)
+PPO = dict(domain="numbers", batch_size=4, group_size=2, temperature=1.0, epochs=2)  # 8 sampled rollouts per step
 STRATEGIES = ("base", "lora", "expert", "prompt", "classifier", "few-shot")
 LABEL_OF = {"numbers": "math", "letters": "spelling", "sentiment": "review"}  # the names routing asks for
 
@@ -52,12 +53,13 @@ def stderr(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 1e-12) / n)
 
 
-def train_run(model_dir: Path, work: Path, domain: str, method: str, steps: int) -> dict:
-    out = work / f"{method}-{domain}"
+def train_run(model_dir: Path, work: Path, domain: str, method: str, steps: int, *, name: str | None = None,
+              algo: list[str] | None = None, batch_size: int = RL["batch_size"]) -> dict:
+    out = work / (name or f"{method}-{domain}")
     lr = LORA["lr"] if method == "lora" else RL["lr"]
     argv = ["--model", str(model_dir), "--tokenizer", str(model_dir), "--task", domain, "--method", method,
-            "--lora-rank", str(LORA["rank"]), "--algo", RL["algo"], "--steps", str(steps),
-            "--batch-size", str(RL["batch_size"]), "--lr", str(lr), "--grad-clip", str(RL["grad_clip"]),
+            "--lora-rank", str(LORA["rank"]), *(algo or ["--algo", RL["algo"]]), "--steps", str(steps),
+            "--batch-size", str(batch_size), "--lr", str(lr), "--grad-clip", str(RL["grad_clip"]),
             "--kl-coef", str(RL["kl_coef"]), "--n-train", str(N_TRAIN), "--n-valid", str(N_VALID),
             "--eval-every", str(RL["eval_every"]), "--patience", str(RL["patience"]),
             "--max-new-tokens", str(MAX_NEW), "--svd-cache", str(work / "svd"), "--out", str(out)]
@@ -119,7 +121,8 @@ def torch_accuracy(model_dir: Path, experts: dict[str, str], tests: dict[str, li
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32).eval()
-    stops = [tok.convert_tokens_to_ids("\n") if len(tok.encode("\n")) == 1 else tok.eos_token_id, tok.eos_token_id]
+    newline = tok.encode("\n", add_special_tokens=False)
+    stops = [newline[0] if len(newline) == 1 else tok.eos_token_id, tok.eos_token_id]  # as PromptCodec.stop_ids
     out = {}
     for d, path in experts.items():
         originals = apply_expert(model, path)
@@ -148,21 +151,8 @@ def replies(model, examples, codec, batch_size) -> list[str]:
     return texts
 
 
-def run(args) -> None:
-    model_dir, work = Path(args.model), Path(args.work) / "real"
-    work.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    tokenizer = HFTokenizer(model_dir)
-    data = {d: split(tokenizer, d, n_train=N_TRAIN, n_valid=N_VALID, n_test=N_TEST, seed=0) for d in DOMAINS}
-    tests = {d: data[d][2] for d in DOMAINS}
-    runs = {(m, d): train_run(model_dir, work, d, m, args.steps) for d in DOMAINS for m in ("svf", "lora")}
-    model = from_pretrained(model_dir)
-    wrapper = SVFWrapper(model, cache_dir=work / "svd")
-    experts = {d: wrapper.load(runs["svf", d]["expert"], set_current=False) for d in DOMAINS}
-    prompts = [e for d in DOMAINS for e in data[d][0] + data[d][1] + data[d][2]]
-    prompt_len = max(len(tokenizer.encode(e.prompt)) for e in prompts)
-    adapter = Adapter(wrapper, tokenizer, experts, max_new_tokens=MAX_NEW, batch_size=32, prompt_len=prompt_len,
-                      reward=strict_match)
+def evaluate(model_dir: Path, model, tokenizer, adapter: Adapter, runs: dict, data: dict, tests: dict) -> dict:
+    """Every strategy on every domain's test questions (and the experts' replies, for the transformers check)."""
     acc: dict[str, dict[str, float]] = {d: {} for d in DOMAINS}
     ours_replies = {}
     t0 = time.perf_counter()
@@ -192,10 +182,43 @@ def run(args) -> None:
         acc[d]["few-shot"], result = adapter.few_shot(data[d][1][:SHOTS], tests[d], seed=0, **CEM)
         cem[d] = {"score": result.score, "loglik": result.loglik, "history": result.history}
     cem_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    torch_check = torch_accuracy(model_dir, {d: runs["svf", d]["expert"] for d in DOMAINS}, tests, ours_replies)
-    torch_s = time.perf_counter() - t0
+    return {"acc": acc, "routing": routing, "cem": cem, "replies": ours_replies,
+            "timing_s": {"adapt_eval": eval_s, "routing": route_s, "cem": cem_s}}
 
+
+def run(args) -> None:
+    model_dir, work = Path(args.model), Path(args.work) / "real"
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    tokenizer = HFTokenizer(model_dir)
+    data = {d: split(tokenizer, d, n_train=N_TRAIN, n_valid=N_VALID, n_test=N_TEST, seed=0) for d in DOMAINS}
+    tests = {d: data[d][2] for d in DOMAINS}
+    runs = {(m, d): train_run(model_dir, work, d, m, args.steps) for d in DOMAINS for m in ("svf", "lora")}
+    model = from_pretrained(model_dir)
+    wrapper = SVFWrapper(model, cache_dir=work / "svd")
+    experts = {d: wrapper.load(runs["svf", d]["expert"], set_current=False) for d in DOMAINS}
+    prompts = [e for d in DOMAINS for e in data[d][0] + data[d][1] + data[d][2]]
+    prompt_len = max(len(tokenizer.encode(e.prompt)) for e in prompts)
+    adapter = Adapter(wrapper, tokenizer, experts, max_new_tokens=MAX_NEW, batch_size=32, prompt_len=prompt_len,
+                      reward=strict_match)
+    key = {f"{m}-{d}": runs[m, d]["argv"] for (m, d) in runs}
+    cached = work / "eval.json"
+    if cached.is_file() and json.loads(cached.read_text()).get("key") == key:
+        ev = json.loads(cached.read_text())
+    else:
+        ev = evaluate(model_dir, model, tokenizer, adapter, runs, data, tests)
+        cached.write_text(json.dumps({"key": key, **ev}))
+    acc, routing, cem = ev["acc"], ev["routing"], ev["cem"]
+    if "replies" not in ev:  # an evaluation cached without the experts' replies
+        ev["replies"] = {d: replies(adapter.model(d), tests[d], adapter.codec, adapter.batch_size) for d in DOMAINS}
+    t0 = time.perf_counter()
+    torch_check = torch_accuracy(model_dir, {d: runs["svf", d]["expert"] for d in DOMAINS}, tests, ev["replies"])
+    torch_s = time.perf_counter() - t0
+    ppo = train_run(model_dir, work, PPO["domain"], "svf", args.steps, name=f"ppo-{PPO['domain']}",
+                    algo=["--algo", "ppo", "--group-size", str(PPO["group_size"]), "--temperature",
+                          str(PPO["temperature"]), "--ppo-epochs", str(PPO["epochs"])], batch_size=PPO["batch_size"])
+    ppo_test = adapter.accuracy(wrapper.patch_weights(wrapper.load(ppo["expert"], set_current=False)),
+                                tests[PPO["domain"]])
     rows = []
     for d in DOMAINS:
         rows.append({"domain": d, **{s: f"{acc[d][s]:.3f} ± {stderr(acc[d][s], N_TEST):.3f}" for s in STRATEGIES}})
@@ -206,6 +229,9 @@ def run(args) -> None:
     rl_rows = [{"domain": d, "method": m, "steps": runs[m, d]["steps_done"], "best valid": runs[m, d]["best_valid"],
                 "best step": runs[m, d]["best_step"], "s per RL step": round(runs[m, d]["s_per_step"] or 0, 2),
                 "wall s": round(runs[m, d]["wall_s"])} for d in DOMAINS for m in ("svf", "lora")]
+    rl_rows.append({"domain": PPO["domain"], "method": "svf, PPO", "steps": ppo["steps_done"],
+                    "best valid": ppo["best_valid"], "best step": ppo["best_step"],
+                    "s per RL step": round(ppo["s_per_step"] or 0, 2), "wall s": round(ppo["wall_s"])})
     wins = {d: (acc[d]["expert"] - acc[d]["base"]) / math.hypot(stderr(acc[d]["expert"], N_TEST),
                                                                 stderr(acc[d]["base"], N_TEST)) for d in DOMAINS}
     results = {"accuracy": acc, "routing_accuracy": routing, "torch": torch_check, "cem": cem,
@@ -214,8 +240,11 @@ def run(args) -> None:
                                            "n_train": N_TRAIN, "n_valid": N_VALID, "n_test": N_TEST,
                                            "shots": SHOTS, "max_new_tokens": MAX_NEW, "steps": args.steps},
                "params": {"svf": z_count, "lora": lora_count}, "expert_minus_base_in_se": wins,
-               "timing_s": {"adapt_eval": eval_s, "routing": route_s, "cem": cem_s, "torch": torch_s,
-                            "total": time.perf_counter() - t_start}, "model": str(model_dir)}
+               "ppo": {**PPO, "steps": ppo["steps_done"], "best_valid": ppo["best_valid"],
+                       "best_step": ppo["best_step"], "s_per_step": ppo["s_per_step"], "test": ppo_test},
+               "timing_s": {**ev["timing_s"], "torch": torch_s,
+                            "total (this run, cached stages reused)": time.perf_counter() - t_start},
+               "model": str(model_dir)}
     notes = notes_for(results)
     write_results("svf-real", results, rows, notes=notes, columns=["domain", *STRATEGIES], chart=chart)
 
@@ -235,6 +264,11 @@ def notes_for(r: dict) -> str:
         f"questions every {s['rl']['eval_every']} steps, the best validation state kept. The official settings: "
         f"{s['official']}. Trained parameters: SVF {r['params']['svf']:,}, LoRA {r['params']['lora']:,}.\n\n"
         + markdown_table(r["rl"]),
+        f"PPO (`--algo ppo`, {r['ppo']['batch_size']} prompts x {r['ppo']['group_size']} samples at temperature "
+        f"{r['ppo']['temperature']}, {r['ppo']['epochs']} epochs per batch, group-normalised advantages, the same lr "
+        f"and KL) on {r['ppo']['domain']}: test accuracy {r['ppo']['test']:.3f} ± "
+        f"{stderr(r['ppo']['test'], s['n_test']):.3f} (REINFORCE's expert: "
+        f"{r['accuracy'][r['ppo']['domain']]['expert']:.3f}).",
         f"Routing accuracy (the right domain): {r['routing_accuracy']}. Few-shot: CEM {s['cem']} on {s['shots']} "
         f"validation questions per domain.",
         "The SVF experts applied to transformers' model of the same checkpoint (`interop.svf_torch`), greedy "
