@@ -44,7 +44,9 @@ def _rope(hf: dict[str, Any]) -> tuple[float, dict | None, list[str], dict[str, 
     -> (theta, scaling or None, problems, ignored)."""
     rope = dict(hf.pop("rope_parameters", None) or {})
     rope.update(hf.pop("rope_scaling", None) or {})
-    theta = float(rope.pop("rope_theta", hf.pop("rope_theta", 10000.0)))
+    theta = rope.pop("rope_theta", hf.pop("rope_theta", 10000.0))
+    if isinstance(theta, (int, float)) and not isinstance(theta, bool):
+        theta = float(theta)  # anything else reaches the config's field check, which names the file and key
     kind = rope.pop("rope_type", rope.pop("type", "default"))
     if kind not in _ROPE_KEYS:
         return theta, None, [f"rope type {kind!r} (implemented: {', '.join(_ROPE_KEYS)})"], {}

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from jaxmodels import Hyformer, HyformerConfig, compilation_cache, generate
-from jaxmodels.paths import expand
+from jaxmodels.paths import check_destination, expand
 from jaxmodels_training.sharding import Placement
 from jaxmodels_training.data import Batches, TokenStream, load_documents
 from jaxmodels_training.masking import mask_tokens
@@ -125,8 +125,11 @@ def train(args) -> dict:
                          tokenizer)
     train_batches = Batches(stream.train, args.batch_size, args.seq_len, args.seed, name="train")
     eval_batches = Batches(stream.eval, args.batch_size, args.seq_len, args.seed, shuffle=False, name="eval")
+    sources = expand([*(args.data or []), args.tokenizer, args.config])
+    if args.metrics_path:  # a metrics file of its own must not be, or lie in, an input either
+        check_destination(args.metrics_path, sources, what="--metrics-path")
     run = RunDir(args.out, run_identity(args, config, tokenizer), resume=args.resume, force=args.force,
-                 sources=expand([*(args.data or []), args.tokenizer, args.config]))
+                 sources=sources)
 
     model = Hyformer(config, rngs=nnx.Rngs(args.seed))
     graphdef, params = nnx.split(model, nnx.Param)

@@ -143,3 +143,35 @@ def test_run_dir_treats_the_paths_its_identity_records_as_inputs(tmp_path):
         with pytest.raises(rundir.RunDirError, match="the source"):
             rundir.RunDir(out, {"model": str(model.resolve()), "task": "arith"}, resume=False, force=True)
     assert (model / "config.json").read_text() == "{}"
+
+
+def test_metrics_path_onto_the_training_text_is_refused(tmp_path, capsys):
+    from jaxmodels_training import hyformer as hyformer_cli
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("some training text\n" * 50)
+    before = text.read_bytes()
+    with pytest.raises(SystemExit) as err:
+        hyformer_cli.main(["--data", str(text), "--out", str(tmp_path / "run"), "--metrics-path", str(text),
+                           "--steps", "1", "--batch-size", "2", "--seq-len", "16"])
+    assert err.value.code == 2
+    message = capsys.readouterr().err.strip()
+    assert message.startswith("error: --metrics-path") and str(text) in message and "\n" not in message
+    assert text.read_bytes() == before and not (tmp_path / "run").exists()
+
+
+def test_a_non_numeric_rope_theta_names_the_file_and_key(tmp_path):
+    import json
+
+    from jaxmodels.config import ConfigFieldError
+    from jaxmodels.pretrained import from_pretrained
+    from tests.hf_models import tiny_hf_model
+
+    model_dir = tmp_path / "llama"
+    tiny_hf_model("llama", model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.pop("rope_parameters", None)
+    config["rope_theta"] = "ten thousand"
+    (model_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigFieldError, match=r"config\.json.*rope_theta must be a number, got 'ten thousand'"):
+        from_pretrained(model_dir)
