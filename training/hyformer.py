@@ -138,8 +138,9 @@ def train(args) -> dict:
     params = placement.params(params)
     opt_state, out_shardings = placement.init_optimizer(tx, params)
 
-    state, start = restore_or_init(run, params, opt_state, resume=args.resume)
-    log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
+    resuming = run.resuming(args.resume)
+    state, start = restore_or_init(run, params, opt_state, resume=resuming)
+    log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if resuming else None)
 
     compute_dtype = jnp.bfloat16 if args.dtype == "bfloat16" else None
     kw = dict(task=args.task, mask_id=tokenizer.mask_id if tokenizer.mask_id is not None else 0,

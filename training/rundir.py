@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,15 @@ class RunDir:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def resuming(self, resume: bool) -> bool:
+        """Whether there is a checkpoint to resume from: --resume of a run stopped before its first checkpoint
+        starts again from step 0 (the same identity, so the same losses as an uninterrupted run)."""
+        if resume and self.latest_step() is None:
+            print(f"--resume: {self.out} has no checkpoint yet (stopped before its first one): starting from step 0",
+                  file=sys.stderr)
+            return False
+        return resume
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Saves the pytree `state` (e.g. params and optimizer state) and JSON `meta` as checkpoint `step`."""

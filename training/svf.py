@@ -130,15 +130,16 @@ def train(args) -> dict:
                             kl_coef=args.kl_coef, clip_eps=args.clip_eps, epochs=args.ppo_epochs,
                             group_size=args.group_size, temperature=args.temperature, policy=policy)
     run = RunDir(args.out, identity(args), resume=args.resume, force=args.force)
+    resuming = run.resuming(args.resume)
     start, best, best_step, stale = 0, -1.0, 0, 0
-    if args.resume:
+    if resuming:
         start, restored, meta = run.restore({"z": trainer.z, "opt_state": trainer.opt_state, "best_z": trainer.z})
         trainer.z, trainer.opt_state, best_z = restored["z"], restored["opt_state"], restored["best_z"]
         best, best_step, stale = meta["best_valid"], meta["best_step"], meta["stale"]
         print(f"resumed {args.out} at step {start}", file=sys.stderr)
     else:
         best_z = [x.copy() for x in trainer.z]
-    log = MetricsLog(run.metrics_path, resume_step=start if args.resume else None)
+    log = MetricsLog(run.metrics_path, resume_step=start if resuming else None)
     rng = np.random.default_rng([args.seed, 1])
     order = np.concatenate([rng.permutation(len(train_set)) for _ in range(args.steps * args.batch_size
                                                                              // len(train_set) + 1)])
@@ -153,12 +154,12 @@ def train(args) -> dict:
         eval_seconds[0] += time.perf_counter() - t
         return acc
 
-    if not args.resume:
+    if not resuming:
         best = evaluate(0)
         best_step = 0
     bar = progress(args.steps, start, f"{args.method} {name} {args.algo}")
     t0, done, warm = time.perf_counter(), start, None
-    saved = start if args.resume else None  # the step of the newest checkpoint
+    saved = start if resuming else None  # the step of the newest checkpoint
     eval_seconds[0] = 0.0
     try:
         for step in range(start, start if stale >= args.patience else args.steps):  # stopped early: stays so

@@ -140,8 +140,9 @@ def train(args) -> dict:
     schedule = make_schedule(args.lr, args.steps, args.warmup_steps, args.min_lr_ratio)
     tx = make_optimizer(schedule, weight_decay=args.weight_decay, grad_clip=args.grad_clip)
     opt_state = jax.jit(tx.init)(params)
-    state, start = restore_or_init(run, params, opt_state, resume=args.resume)
-    log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if args.resume else None)
+    resuming = run.resuming(args.resume)
+    state, start = restore_or_init(run, params, opt_state, resume=resuming)
+    log = MetricsLog(args.metrics_path or run.metrics_path, resume_step=start if resuming else None)
     train_step = make_train_step(graphdef, tx, loss_fn)
     key = jax.random.key(args.seed)
 

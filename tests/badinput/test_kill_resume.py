@@ -110,6 +110,8 @@ HTFT = (Moment("checkpoint", lambda out, rng: "htft.npz" in listing(out)),
 # SVF: 6 steps, a valid line at 0 and a valid line and a checkpoint every 2 (lines: v0 t1 t2 v2 t3 t4 v4 t5 t6 v6).
 SVF = (Moment("checkpoint", checkpoint_appears("2")), Moment("checkpoint-write", orbax_write),
        Moment("steps", metrics_lines("metrics.jsonl", 5, 9)))  # line 5 (train step 3) follows checkpoint 2
+# Before any checkpoint (lines v0, t1): --resume finds run.json only and starts again from step 0.
+BEFORE_FIRST_CHECKPOINT = Moment("before-first-checkpoint", metrics_lines("metrics.jsonl", 1, 2))
 CONVERT = ("fresh", "replace")
 
 
@@ -333,6 +335,10 @@ def test_svf_killed_then_resumed(moment, tmp_path, env):
     assert_same_metrics(out / "metrics.jsonl", ref / "metrics.jsonl")
     assert check_checkpoints(out, tmp_ok=False) == check_checkpoints(ref, tmp_ok=False) == ["2", "4", "6"]
     assert (out / "expert.safetensors").read_bytes() == (ref / "expert.safetensors").read_bytes()
+
+
+def test_svf_killed_before_its_first_checkpoint_starts_again(tmp_path, env):
+    test_svf_killed_then_resumed(BEFORE_FIRST_CHECKPOINT, tmp_path, env)
 
 
 def test_svf_killed_after_early_stop_ends_where_it_stopped(tmp_path, env):
