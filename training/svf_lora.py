@@ -29,7 +29,7 @@ class LoRAPolicy(Policy):
         initial = lora.init(model, self.config, key=jax.random.key(seed))
         self._initial, self._treedef = jax.tree.flatten(initial)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        super().__init__(graphdef, params, rest, (params,))
+        super().__init__(graphdef, rest, (params,))
 
     def adapters(self, theta: list[jax.Array]) -> nnx.State:
         return jax.tree.unflatten(self._treedef, list(theta))

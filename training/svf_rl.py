@@ -7,6 +7,7 @@ Prompts are left-padded to one fixed P per run, so generation and the update com
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Sequence
 from functools import partial
@@ -130,14 +131,14 @@ def window_logprobs(model, tokens: jax.Array, attention_mask: jax.Array, start: 
     return logp, chosen
 
 
-class Policy:
+class Policy(abc.ABC):
     """What an RL run trains over a frozen base model: a pytree theta and `params_for(theta, frozen)`, the base
     parameter State it computes with (pure, inside jit / grad). Subclasses: SVFPolicy (theta = z per matrix),
     `svf_lora.LoRAPolicy` (theta = LoRA adapters). Log-probs, updates and rollouts are shared.
     """
 
-    def __init__(self, graphdef, params, rest, frozen):
-        self.graphdef, self.params, self.rest, self.frozen = graphdef, params, rest, frozen
+    def __init__(self, graphdef, rest, frozen):
+        self.graphdef, self.rest, self.frozen = graphdef, rest, frozen  # frozen[0]: the base parameter State
         self._logprobs = jax.jit(self.logprobs, static_argnums=4)
         self._ref_logprobs = jax.jit(lambda frozen, tokens, mask, start: self.logprobs(None, frozen, tokens, mask,
                                                                                        start)[0],
@@ -146,11 +147,17 @@ class Policy:
         self._chosen_logprobs = jax.jit(lambda theta, frozen, tokens, mask, start: self.logprobs(
             theta, frozen, tokens, mask, start)[1], static_argnums=4)
 
-    def params_for(self, theta, frozen) -> nnx.State:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def params_for(self, theta, frozen) -> nnx.State:
+        """Pure: the parameter State computing with theta (frozen as passed through jit)."""
 
-    def theta0(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def theta0(self):
+        """A fresh copy of the initial theta (updates donate theirs)."""
+
+    @abc.abstractmethod
+    def patched(self, theta):
+        """An nnx model computing with theta (None: the base), for generation."""
 
     def num_params(self, theta) -> int:
         return sum(int(np.size(x)) for x in jax.tree.leaves(theta))
@@ -162,10 +169,6 @@ class Policy:
     def logprobs(self, theta, frozen, tokens, attention_mask, start: int = 1):
         """(log-softmax [B, S-start, V], chosen [B, S-start]) under theta (None: the base model)."""
         return window_logprobs(self.model_for(theta, frozen), tokens, attention_mask, start)
-
-    def patched(self, theta):
-        """An nnx model computing with theta (None: the base), for generation."""
-        return self.model_for(theta, jax.device_put(self.frozen))
 
     def rollout(self, theta, examples: Sequence[Example], codec: PromptCodec, reward_fn, *, group_size: int = 1,
                 temperature: float = 0.0, seed: int = 0, task_name: str = "task") -> Rollout:
@@ -228,7 +231,7 @@ class SVFPolicy(Policy):
     def __init__(self, wrapper: SVFWrapper):
         self.wrapper = wrapper
         self.keys = tuple(wrapper.keys)
-        super().__init__(wrapper.graphdef, wrapper.params, wrapper.rest, (wrapper.params, wrapper.components))
+        super().__init__(wrapper.graphdef, wrapper.rest, (wrapper.params, wrapper.components))
 
     def params_for(self, z, frozen) -> nnx.State:
         params, comps = frozen

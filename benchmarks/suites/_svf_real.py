@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxmodels import from_pretrained, lora
+from jaxmodels.curves import read_metrics
 from jaxmodels.svf import HiddenStateClassifier, SVFWrapper, parse_boxed, select_matrices
 from jaxmodels_benchmarks.charts import figure, grouped_bars
 from jaxmodels_benchmarks.harness import markdown_table, write_results
@@ -77,7 +78,7 @@ def train_run(model_dir: Path, work: Path, domain: str, method: str, steps: int,
 
 
 def curves(run_dir: Path) -> dict:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir / "metrics.jsonl")
     return {"train": [(r["step"], r["reward"]) for r in rows if r["split"] == "train"],
             "valid": [(r["step"], r["accuracy"]) for r in rows if r["split"] == "valid"]}
 
